@@ -1,0 +1,51 @@
+"""routewise — learn online which (backend, output mode) arm serves each structured-output request.
+
+Examples
+--------
+>>> import routewise as rw
+>>> ctl = rw.Controller(arms=["openai:gpt-5.4/direct_emit", "ollama:llama3/local_reconstructed"], seed=0)
+>>> d = ctl.decide({"task": "extraction", "n_fields": 12})
+>>> r = ctl.feedback(d.decision_id, rw.Outcome(valid=True, latency_ms=840.0, cost_usd=0.0004))
+>>> round(r.reward, 3) == round(ctl.reward(rw.Outcome(valid=True, latency_ms=840.0, cost_usd=0.0004)), 3)
+True
+"""
+
+from routewise.controller import Controller, Decision, FeedbackResult, RankedArm, Status
+from routewise.errors import (
+    ConfigError,
+    FeedbackTooLate,
+    InvalidContext,
+    InvalidOutcome,
+    NoEligibleArms,
+    PolicyError,
+    RoutewiseError,
+    StateError,
+    UnknownArm,
+    UnknownDecision,
+)
+from routewise.types import Arm, Mode, Outcome, make_arms
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Arm",
+    "ConfigError",
+    "Controller",
+    "Decision",
+    "FeedbackResult",
+    "FeedbackTooLate",
+    "InvalidContext",
+    "InvalidOutcome",
+    "Mode",
+    "NoEligibleArms",
+    "Outcome",
+    "PolicyError",
+    "RankedArm",
+    "RoutewiseError",
+    "StateError",
+    "Status",
+    "UnknownArm",
+    "UnknownDecision",
+    "__version__",
+    "make_arms",
+]

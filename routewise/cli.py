@@ -1,0 +1,189 @@
+"""The ``routewise`` command line: a thin adapter over the library.
+
+Every command builds the core object and calls one method on it. Errors from the library
+(:class:`~routewise.errors.RoutewiseError`) are printed as one line naming the field and the
+reason, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from routewise.errors import ConfigError, RoutewiseError
+
+app = typer.Typer(
+    name="routewise",
+    help="Learn online which (backend, output mode) arm should serve each structured-output LLM request.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+DbOption = Annotated[
+    Path | None, typer.Option("--db", help="SQLite state file (default: the config's 'db').")
+]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML config file (see routewise.config).")
+]
+
+
+def _fmt(v: Any, spec: str = ".3f") -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return format(v, spec)
+    return str(v)
+
+
+def _open_existing(db: Path | None, config: Path | None) -> Any:
+    from routewise.config import load_settings
+
+    settings = load_settings(config, db=str(db) if db is not None else None)
+    if settings.db is None:
+        raise ConfigError("db", "no state file given (use --db PATH or set 'db' in the config)")
+    if not Path(settings.db).is_file():
+        raise ConfigError("db", f"{settings.db!r} does not exist")
+    return settings.build_controller()
+
+
+@app.command()
+def policy(
+    db: DbOption = None,
+    config: ConfigOption = None,
+    context: Annotated[
+        str | None,
+        typer.Option("--context", help='Request context as JSON, e.g. \'{"task": "extraction"}\'.'),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print the arms ranked by expected reward (for CONTEXT, or the recent traffic mix)."""
+    ctx: dict[str, Any] | None = None
+    if context is not None:
+        try:
+            ctx = json.loads(context)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                "--context", f"not valid JSON ({exc.msg} at char {exc.pos})"
+            ) from None
+        if not isinstance(ctx, dict):
+            raise ConfigError("--context", f"must be a JSON object, got {type(ctx).__name__}")
+    with _open_existing(db, config) as ctl:
+        rows = ctl.best_policy(ctx)
+        if as_json:
+            console.print_json(json.dumps([r.to_dict() for r in rows]))
+            return
+        title = "Best policy " + (
+            "for the given context" if ctx is not None else "over the recent traffic mix"
+        )
+        table = Table(title=f"{title} ({ctl.policy.name})")
+        table.add_column("rank", justify="right")
+        table.add_column("arm")
+        table.add_column("backend")
+        table.add_column("mode")
+        table.add_column("expected reward", justify="right")
+        table.add_column("± uncertainty", justify="right")
+        table.add_column("feedbacks", justify="right")
+        for i, r in enumerate(rows, 1):
+            table.add_row(
+                str(i),
+                r.arm.id,
+                r.arm.backend,
+                r.arm.mode.value,
+                _fmt(r.expected_reward),
+                _fmt(r.uncertainty),
+                str(r.n),
+            )
+        console.print(table)
+
+
+@app.command()
+def status(
+    db: DbOption = None,
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print per-arm counts, mean reward, validity, latency percentiles and cost."""
+    with _open_existing(db, config) as ctl:
+        st = ctl.status()
+        if as_json:
+            console.print_json(json.dumps(st.to_dict()))
+            return
+        table = Table(
+            title=f"routewise status — policy {st.policy}: {st.decisions} decisions, "
+            f"{st.feedbacks} feedbacks, {st.pending} pending"
+        )
+        for col in (
+            "arm",
+            "decisions",
+            "feedbacks",
+            "mean reward",
+            "validity",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "cost $/1k",
+        ):
+            table.add_column(col, justify="left" if col == "arm" else "right")
+        for arm_id, s in st.arms.items():
+            cost_k = s["cost_usd_mean"] * 1000 if s["cost_usd_mean"] is not None else None
+            table.add_row(
+                arm_id,
+                str(s["decisions"]),
+                str(s["feedbacks"]),
+                _fmt(s["mean_reward"]),
+                _fmt(s["validity"]),
+                _fmt(s["latency_p50_ms"], ".1f"),
+                _fmt(s["latency_p95_ms"], ".1f"),
+                _fmt(s["latency_p99_ms"], ".1f"),
+                _fmt(cost_k, ".4f"),
+            )
+        console.print(table)
+
+
+@app.command("export-trace")
+def export_trace(
+    out: Annotated[Path, typer.Argument(help="Output JSON-Lines file ('-' for stdout).")],
+    db: DbOption = None,
+    config: ConfigOption = None,
+    since: Annotated[
+        float | None, typer.Option(help="Only decisions with ts >= SINCE (unix seconds).")
+    ] = None,
+) -> None:
+    """Export the decision/feedback trace as JSON Lines (the format `replay` reads)."""
+    with _open_existing(db, config) as ctl:
+        if str(out) == "-":
+            n = ctl.export_trace(sys.stdout, since=since)
+        else:
+            n = ctl.export_trace(out, since=since)
+    err_console.print(f"wrote {n} trace lines")
+
+
+@app.command()
+def version() -> None:
+    """Print the routewise version."""
+    from routewise import __version__
+
+    console.print(__version__)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except RoutewiseError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Typed settings (pydantic-settings) for the controller, CLI and sidecar.
+
+Precedence, highest first: explicit overrides (CLI flags, keyword arguments) > the TOML
+config file > ``ROUTEWISE_*`` environment variables > defaults.
+
+A config file (every key optional except the arms, which may also come from an existing
+store)::
+
+    # routewise.toml
+    backends = ["openai:gpt-5.4", "google_genai:gemini-2.5-flash-lite", "ollama:devstral-2"]
+    modes = ["direct_emit", "transport_compressed", "local_reconstructed"]   # default: all
+    exclude = ["ollama:devstral-2/transport_compressed"]
+    # or instead of backends/modes: arms = ["openai:gpt-5.4/direct_emit", ...]
+    db = "routewise.db"          # omit for in-memory
+    seed = 0
+    reward = "balanced"          # or a table: [reward] preset = "low_latency", latency_budget_ms = 1500
+    reward_wait_s = 600
+    [policy]                     # or policy = "squarecb"
+    name = "squarecb"
+    gamma_scale = 10.0
+
+``backends`` may also be a table of per-backend provider settings
+(``[backends."openai:gpt-5.4"]``, used by the provider clients); the controller only needs
+the names.
+
+Examples
+--------
+>>> s = RoutewiseSettings(arms=["openai:gpt-5.4/direct_emit"], seed=3)
+>>> s.arm_list()[0].id, s.seed
+('openai:gpt-5.4/direct_emit', 3)
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from routewise.errors import ConfigError
+from routewise.types import Arm, Mode, make_arms
+
+if TYPE_CHECKING:
+    from routewise.controller.core import Controller
+
+__all__ = ["RoutewiseSettings", "load_settings"]
+
+
+class RoutewiseSettings(BaseSettings):
+    """All routewise settings; see the module docstring for the file format."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ROUTEWISE_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    arms: list[str] | None = None
+    backends: list[str] | dict[str, dict[str, Any]] | None = None
+    modes: list[Mode] | None = None
+    exclude: list[str] = Field(default_factory=list)
+    policy: str | dict[str, Any] | None = None
+    reward: str | dict[str, Any] | None = None
+    db: str | None = None
+    seed: int | None = None
+    features: dict[str, Any] | None = None
+    reward_wait_s: float | None = Field(default=None, gt=0)
+    late_feedback: Literal["reject", "accept"] = "reject"
+    default_reward: float | None = Field(default=None, ge=0, le=1)
+    snapshot_every: int = Field(default=1000, ge=1)
+    durability: Literal["always", "feedback", "batch"] = "feedback"
+    # sidecar
+    host: str = "127.0.0.1"
+    port: int = Field(default=8787, ge=0, le=65535)
+    token: SecretStr | None = None
+    log_json: bool | None = None
+
+    @field_validator("arms")
+    @classmethod
+    def _check_arms(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            for a in v:
+                Arm.parse(a)
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = settings_cls.model_config.get("toml_file")
+        sources: list[PydanticBaseSettingsSource] = [init_settings]
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        sources.append(env_settings)
+        return tuple(sources)
+
+    def arm_list(self) -> list[Arm] | None:
+        """The arms these settings describe (``None`` if none: reuse the store's)."""
+        if self.arms is not None and self.backends is not None:
+            raise ConfigError("arms", "give either 'arms' or 'backends' (+ 'modes'), not both")
+        if self.arms is not None:
+            return [Arm.parse(a) for a in self.arms]
+        if self.backends is not None:
+            names = list(self.backends) if isinstance(self.backends, dict) else self.backends
+            return make_arms(names, self.modes, exclude=self.exclude)
+        return None
+
+    def policy_spec(self) -> tuple[str | None, dict[str, Any]]:
+        if self.policy is None or isinstance(self.policy, str):
+            return self.policy, {}
+        spec = dict(self.policy)
+        name = spec.pop("name", None)
+        if name is None:
+            raise ConfigError("policy.name", "a [policy] table needs a 'name'")
+        return str(name), spec
+
+    def build_controller(self, **kwargs: Any) -> Controller:
+        """Build the :class:`~routewise.controller.Controller` these settings describe."""
+        from routewise.bandits import make_policy
+        from routewise.controller.core import Controller
+
+        name, params = self.policy_spec()
+        policy: Any = name
+        if name is not None and params:
+            policy = make_policy(name, seed=self.seed, **params)
+        return Controller(
+            arms=self.arm_list(),
+            policy=policy,
+            reward=self.reward,
+            store=self.db,
+            seed=self.seed,
+            features=self.features,
+            reward_wait_s=self.reward_wait_s,
+            late_feedback=self.late_feedback,
+            default_reward=self.default_reward,
+            snapshot_every=self.snapshot_every,
+            durability=self.durability,
+            **kwargs,
+        )
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "config"
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> RoutewiseSettings:
+    """Load settings from ``path`` (TOML), the environment and ``overrides``.
+
+    ``overrides`` with value ``None`` are ignored (an unset CLI flag).
+    """
+    init = {k: v for k, v in overrides.items() if v is not None}
+    cls: type[RoutewiseSettings] = RoutewiseSettings
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("config", f"file {str(p)!r} does not exist")
+        try:
+            tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("config", f"{p}: invalid TOML ({exc})") from None
+        cls = type(
+            "RoutewiseFileSettings",
+            (RoutewiseSettings,),
+            {
+                "model_config": SettingsConfigDict(
+                    **{**RoutewiseSettings.model_config, "toml_file": p}
+                )
+            },
+        )
+    try:
+        return cls(**init)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = f" (in {path})" if path is not None else ""
+        raise ConfigError(_field_path(err["loc"]), f"{err['msg']}{where}") from None

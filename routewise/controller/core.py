@@ -1,0 +1,769 @@
+"""The :class:`Controller`: decide → feedback → learn, with every step logged.
+
+It is the only place that ties featurizer, policy, reward and store together. The CLI and
+the sidecar are thin adapters over it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import numpy as np
+import structlog
+
+from routewise.bandits.base import FloatArray, Policy, make_policy
+from routewise.controller.features import Featurizer
+from routewise.controller.stats import ArmStats
+from routewise.errors import (
+    ConfigError,
+    FeedbackTooLate,
+    InvalidOutcome,
+    StateError,
+    UnknownArm,
+    UnknownDecision,
+)
+from routewise.reward import Scalarizer, get_reward
+from routewise.state.base import DecisionRecord, Durability, FeedbackRecord, Store
+from routewise.state.memory import MemoryStore
+from routewise.state.sqlite import SQLiteStore
+from routewise.types import Arm, Outcome
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "Controller",
+    "Decision",
+    "FeedbackResult",
+    "RankedArm",
+    "Status",
+]
+
+#: The tuned default policy (see benchmarks/bakeoff.py and the routing simulation).
+DEFAULT_POLICY: tuple[str, dict[str, Any]] = ("squarecb", {})
+
+_log = structlog.get_logger("routewise")
+
+ArmLike = Arm | str | Mapping[str, Any]
+
+
+@dataclass(slots=True)
+class Decision:
+    """The result of :meth:`Controller.decide`.
+
+    ``propensity`` is the exact probability with which ``arm`` was drawn (after every
+    filter), ``probabilities`` the whole distribution over the eligible arms and ``scores``
+    the policy's per-arm scores. ``propensity_method`` is ``"monte_carlo"`` for Thompson-style
+    policies, whose distribution is a Monte-Carlo estimate that the draw then follows.
+    """
+
+    decision_id: str
+    arm: Arm
+    propensity: float
+    scores: dict[str, float]
+    probabilities: dict[str, float]
+    explored: bool
+    policy: str
+    propensity_method: str
+    ts: float
+    reward: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (what the sidecar returns)."""
+        return {
+            "decision_id": self.decision_id,
+            "arm": {"id": self.arm.id, "backend": self.arm.backend, "mode": self.arm.mode.value},
+            "propensity": self.propensity,
+            "scores": self.scores,
+            "probabilities": self.probabilities,
+            "explored": self.explored,
+            "policy": self.policy,
+            "propensity_method": self.propensity_method,
+            "ts": self.ts,
+            "reward": self.reward,
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class FeedbackResult:
+    """The result of :meth:`Controller.feedback`: the reward learned from (or, for a
+    duplicate, the reward learned the first time)."""
+
+    decision_id: str
+    arm: Arm
+    reward: float
+    duplicate: bool = False
+    defaulted: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class RankedArm:
+    """One row of :meth:`Controller.best_policy`."""
+
+    arm: Arm
+    expected_reward: float
+    uncertainty: float
+    n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arm": {"id": self.arm.id, "backend": self.arm.backend, "mode": self.arm.mode.value},
+            "expected_reward": self.expected_reward,
+            "uncertainty": self.uncertainty,
+            "n": self.n,
+        }
+
+
+@dataclass(slots=True)
+class Status:
+    """Per-arm counts, mean reward, validity, latency percentiles and cost."""
+
+    policy: str
+    decisions: int
+    feedbacks: int
+    pending: int
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "decisions": self.decisions,
+            "feedbacks": self.feedbacks,
+            "pending": self.pending,
+            "arms": self.arms,
+        }
+
+
+@dataclass(slots=True)
+class _Pending:
+    arm: str
+    x: FloatArray
+    reward: Scalarizer
+    ts: float
+
+
+def _open_store(store: Store | str | Path | None, durability: Durability) -> Store:
+    if store is None:
+        return MemoryStore()
+    if isinstance(store, str | Path):
+        return SQLiteStore(store, durability=durability)
+    if isinstance(store, Store):
+        return store
+    raise ConfigError("store", f"expected None, a path or a Store, got {type(store).__name__}")
+
+
+class Controller:
+    """Decides which arm serves a request and learns from the outcome.
+
+    Parameters
+    ----------
+    arms
+        The arms (``Arm`` objects, ids ``"backend/mode"`` or ``{"backend", "mode"}``
+        mappings). Optional when reopening a store, which remembers them.
+    policy
+        A registry name (``"squarecb"``, ``"linucb"``…), a :class:`~routewise.bandits.Policy`
+        object, or ``None`` for the tuned default (:data:`DEFAULT_POLICY`).
+    reward
+        Default reward: a preset name (``"balanced"``, ``"high_correctness"``,
+        ``"low_latency"``, ``"cost_sensitive"``), a mapping of weights/budgets or a
+        :class:`~routewise.reward.Scalarizer`. A decision can override it.
+    store
+        ``None`` keeps everything in memory; a path opens (or creates) an SQLite file;
+        or any :class:`~routewise.state.Store`.
+    seed
+        Seed of the policy's generator; same seed → same decisions.
+    features
+        Optional feature spec for the :class:`~routewise.controller.features.Featurizer`.
+    reward_wait_s
+        Feedback later than this (seconds after the decision) is "late" (as Personalizer's
+        reward wait time). ``None``: no limit.
+    late_feedback
+        ``"reject"`` raises :class:`~routewise.errors.FeedbackTooLate` for late feedback;
+        ``"accept"`` learns from it anyway.
+    default_reward
+        When set (with ``reward_wait_s``), a decision with no feedback within the wait time is
+        learned with this reward, as Personalizer's default reward.
+    snapshot_every
+        Snapshot the learned state every this many feedbacks (restart replays the rest).
+    durability
+        For SQLite stores: ``"feedback"`` (default), ``"always"`` or ``"batch"``; see
+        :class:`~routewise.state.SQLiteStore`.
+    clock
+        Time source (seconds); injectable for tests.
+    log_decisions
+        Emit one structlog line per decision and feedback (the sidecar turns this on).
+
+    Examples
+    --------
+    >>> import routewise as rw
+    >>> ctl = rw.Controller(arms=rw.make_arms(["openai:gpt-5.4", "ollama:llama3"]), seed=7)
+    >>> d = ctl.decide({"task": "extraction", "schema_depth": 3, "input_tokens": 900})
+    >>> d.arm.id in {a.id for a in ctl.arms}, 0 < d.propensity <= 1
+    (True, True)
+    >>> r = ctl.feedback(d.decision_id, rw.Outcome(valid=True, latency_ms=840.0, cost_usd=0.0004))
+    >>> 0.0 <= r.reward <= 1.0
+    True
+    >>> ctl.feedback(d.decision_id, rw.Outcome(valid=False, latency_ms=1.0, cost_usd=0.0)).duplicate
+    True
+    >>> [row.arm.id for row in ctl.best_policy()][:1] != []
+    True
+    """
+
+    def __init__(
+        self,
+        arms: Iterable[ArmLike] | None = None,
+        policy: str | Policy | None = None,
+        reward: str | Mapping[str, Any] | Scalarizer | None = None,
+        store: Store | str | Path | None = None,
+        seed: int | None = None,
+        *,
+        features: Mapping[str, Any] | None = None,
+        reward_wait_s: float | None = None,
+        late_feedback: Literal["reject", "accept"] = "reject",
+        default_reward: float | None = None,
+        snapshot_every: int = 1000,
+        durability: Durability = "feedback",
+        clock: Callable[[], float] = time.time,
+        log_decisions: bool = False,
+        recent_window: int = 256,
+    ) -> None:
+        if reward_wait_s is not None and not (reward_wait_s > 0 and np.isfinite(reward_wait_s)):
+            raise ConfigError(
+                "reward_wait_s", f"must be a positive number of seconds, got {reward_wait_s!r}"
+            )
+        if late_feedback not in ("reject", "accept"):
+            raise ConfigError(
+                "late_feedback", f"must be 'reject' or 'accept', got {late_feedback!r}"
+            )
+        if default_reward is not None:
+            if not (0.0 <= default_reward <= 1.0):
+                raise ConfigError("default_reward", f"must be in [0, 1], got {default_reward!r}")
+            if reward_wait_s is None:
+                raise ConfigError(
+                    "default_reward", "needs reward_wait_s (when is a reward missing?)"
+                )
+        if snapshot_every < 1:
+            raise ConfigError("snapshot_every", f"must be >= 1, got {snapshot_every!r}")
+        if recent_window < 1:
+            raise ConfigError("recent_window", f"must be >= 1, got {recent_window!r}")
+        self.reward_wait_s = reward_wait_s
+        self.late_feedback = late_feedback
+        self.default_reward = default_reward
+        self.snapshot_every = snapshot_every
+        self.clock = clock
+        self.log_decisions = log_decisions
+        self.recent_window = recent_window
+
+        self._lock = threading.RLock()
+        self._store = _open_store(store, durability)
+        self._owns_store = not isinstance(store, Store)
+        try:
+            self._setup(arms, policy, reward, seed, features)
+        except BaseException:
+            if self._owns_store:
+                self._store.close()
+            raise
+
+    # ------------------------------------------------------------------ setup
+    def _setup(
+        self,
+        arms: Iterable[ArmLike] | None,
+        policy: str | Policy | None,
+        reward: str | Mapping[str, Any] | Scalarizer | None,
+        seed: int | None,
+        features: Mapping[str, Any] | None,
+    ) -> None:
+        meta = self._store.load_meta()
+        if arms is None:
+            if meta is None:
+                raise ConfigError(
+                    "arms", "required when creating a new controller (the store is empty)"
+                )
+            arm_list = [Arm.parse(a) for a in meta["arms"]]
+        else:
+            if isinstance(arms, str | Arm):
+                raise ConfigError("arms", "expected a list of arms, got a single arm")
+            arm_list = [Arm.parse(a) for a in arms]
+        if not arm_list:
+            raise ConfigError("arms", "at least one arm is required")
+        ids = [a.id for a in arm_list]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise ConfigError("arms", f"duplicate arm {dup!r}")
+        self._arms: list[Arm] = arm_list
+        self._arm_by_id: dict[str, Arm] = {a.id: a for a in arm_list}
+        self._arm_ids: list[str] = ids
+
+        # policy spec: explicit > stored > default
+        if meta is not None and seed is None:
+            seed = meta.get("seed")
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % (2**63))  # type: ignore[operator]
+        self.seed = seed
+        stored_policy = meta.get("policy") if meta else None
+        if isinstance(policy, Policy):
+            pol_name, pol_params = policy.name, policy.params()
+        elif isinstance(policy, str):
+            pol_name, pol_params = policy, {}
+        elif policy is None and stored_policy is not None:
+            pol_name, pol_params = stored_policy["name"], dict(stored_policy["params"])
+        elif policy is None:
+            pol_name, pol_params = DEFAULT_POLICY[0], dict(DEFAULT_POLICY[1])
+        else:
+            raise ConfigError(
+                "policy", f"expected a registry name or a Policy, got {type(policy).__name__}"
+            )
+        if stored_policy is not None and stored_policy["name"] != pol_name:
+            raise ConfigError(
+                "policy",
+                f"the store was learned with policy {stored_policy['name']!r}, not {pol_name!r}; "
+                "use a new store (or export the trace and replay it) to switch policies",
+            )
+        if isinstance(policy, Policy):
+            self._policy = policy
+        else:
+            params = {k: v for k, v in pol_params.items() if k != "seed"}
+            self._policy = make_policy(pol_name, seed=seed, **params)
+
+        if reward is None and meta is not None:
+            reward = meta.get("reward")
+        self._reward: Scalarizer = get_reward(reward)
+        if features is None and meta is not None:
+            features = meta.get("features")
+        self._features_spec = dict(features) if features is not None else None
+        self._featurizer = Featurizer(self._features_spec)
+
+        self._stats: dict[str, ArmStats] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._recent: deque[FloatArray] = deque(maxlen=self.recent_window)
+        self._since_snapshot = 0
+        self._restore()
+        self._policy.add_arms(ids)
+        self._save_meta()
+        self._closed = False
+        if self.log_decisions:
+            _log.info(
+                "controller.open",
+                policy=self._policy.name,
+                arms=len(ids),
+                store=getattr(self._store, "path", "memory"),
+                seq=self._seq,
+                restored_feedbacks=self._replayed,
+            )
+
+    def _save_meta(self) -> None:
+        self._store.save_meta(
+            {
+                "arms": self._arm_ids,
+                "policy": {"name": self._policy.name, "params": self._policy.params()},
+                "reward": self._reward.to_dict(),
+                "features": self._features_spec,
+                "seed": self.seed,
+            }
+        )
+
+    def _restore(self) -> None:
+        snap = self._store.latest_snapshot()
+        seq0 = 0
+        if snap is not None:
+            seq0, state = snap
+            try:
+                self._policy = Policy.from_state(state["policy"])
+                self._featurizer = Featurizer.from_state(state["featurizer"])
+                self._stats = {k: ArmStats.from_state(v) for k, v in state["stats"].items()}
+            except (KeyError, TypeError) as exc:
+                raise StateError(f"snapshot at seq {seq0} is unreadable ({exc!r})") from None
+        self._replayed = 0
+        for kind, rec in self._store.events_since(seq0):
+            if kind == "decision":
+                assert isinstance(rec, DecisionRecord)
+                self._featurizer.learn(rec.context)
+                self._policy.add_arm(rec.arm)
+                self._policy.ensure_dim(len(rec.features))
+                self._stat(rec.arm).decisions += 1
+                self._pending[rec.decision_id] = self._pending_from_record(rec)
+            else:
+                assert isinstance(rec, FeedbackRecord)
+                p = self._pending.pop(rec.decision_id, None)
+                if p is None:
+                    drec = self._store.get_decision(rec.decision_id)
+                    if drec is None:
+                        raise StateError(
+                            f"feedback for unknown decision {rec.decision_id!r} in the store"
+                        )
+                    p = self._pending_from_record(drec)
+                self._policy.add_arm(p.arm)
+                self._policy.update(p.arm, p.x, rec.reward)
+                self._stat(p.arm).observe(rec.outcome, rec.reward)
+                self._replayed += 1
+                self._since_snapshot += 1
+        self._seq = max(self._store.max_seq(), seq0)
+        for drec in self._store.recent_decisions(self.recent_window):
+            self._recent.append(np.asarray(drec.features, dtype=np.float64))
+        if self.reward_wait_s is None:
+            # without a wait time, pending decisions older than the snapshot stay in the store
+            pass
+
+    def _pending_from_record(self, rec: DecisionRecord) -> _Pending:
+        scal = (
+            Scalarizer.from_dict(rec.reward_spec) if rec.reward_spec is not None else self._reward
+        )
+        return _Pending(rec.arm, np.asarray(rec.features, dtype=np.float64), scal, rec.ts)
+
+    def _stat(self, arm: str) -> ArmStats:
+        s = self._stats.get(arm)
+        if s is None:
+            s = self._stats[arm] = ArmStats()
+        return s
+
+    @classmethod
+    def from_config(cls, path: str | Path | None = None, **overrides: Any) -> Controller:
+        """Build from a TOML config file (and ``ROUTEWISE_*`` environment variables).
+
+        Precedence: ``overrides`` (e.g. CLI flags) > config file > environment > defaults.
+        """
+        from routewise.config import load_settings
+
+        return load_settings(path, **overrides).build_controller()
+
+    # --------------------------------------------------------------- queries
+    @property
+    def arms(self) -> list[Arm]:
+        """The active arms, in order."""
+        return list(self._arms)
+
+    @property
+    def policy(self) -> Policy:
+        """The live policy object (read it; mutate it through the controller)."""
+        return self._policy
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def featurizer(self) -> Featurizer:
+        return self._featurizer
+
+    @property
+    def reward(self) -> Scalarizer:
+        """The default reward scalarizer."""
+        return self._reward
+
+    def _eligible(self, arms: Iterable[ArmLike] | None) -> list[str] | None:
+        if arms is None:
+            return None
+        if isinstance(arms, str | Arm):
+            raise ConfigError("arms", "expected a list of arms, got a single arm")
+        out: list[str] = []
+        for a in arms:
+            aid = a if isinstance(a, str) else Arm.parse(a).id
+            if aid not in self._arm_by_id:
+                raise UnknownArm(aid, self._arm_ids)
+            out.append(aid)
+        if not out:
+            raise ConfigError("arms", "the eligible arm list is empty")
+        if len(out) == len(self._arm_ids) and out == self._arm_ids:
+            return None
+        return out
+
+    # -------------------------------------------------------------- decide
+    def decide(
+        self,
+        context: Mapping[str, Any],
+        *,
+        arms: Iterable[ArmLike] | None = None,
+        reward: str | Mapping[str, Any] | Scalarizer | None = None,
+        request_id: str | None = None,
+    ) -> Decision:
+        """Choose an arm for ``context`` (optionally among ``arms``), log it, return it.
+
+        ``reward`` overrides the default reward for this decision (a preset name, weights or
+        a Scalarizer); ``request_id`` is kept in the trace.
+        """
+        eligible = self._eligible(arms)
+        scal = self._reward if reward is None else get_reward(reward)
+        with self._lock:
+            self._check_open()
+            now = self.clock()
+            if self.reward_wait_s is not None:
+                self._expire(now)
+            x = self._featurizer.transform(context)
+            sel = self._policy.select(x, eligible)
+            self._seq += 1
+            did = uuid.uuid4().hex
+            names = eligible if eligible is not None else self._arm_ids
+            extra: dict[str, Any] = {}
+            if request_id is not None:
+                extra["request_id"] = request_id
+            rec = DecisionRecord(
+                decision_id=did,
+                seq=self._seq,
+                ts=now,
+                context=dict(context),
+                arm=sel.arm,
+                propensity=sel.propensity,
+                features=x.tolist(),
+                policy=self._policy.name,
+                reward_spec=None if scal is self._reward else scal.to_dict(),
+                eligible=eligible,
+                extra=extra,
+            )
+            self._store.log_decision(rec)
+            self._pending[did] = _Pending(sel.arm, x, scal, now)
+            self._recent.append(x)
+            self._stat(sel.arm).decisions += 1
+        decision = Decision(
+            decision_id=did,
+            arm=self._arm_by_id[sel.arm],
+            propensity=sel.propensity,
+            scores=dict(zip(names, sel.scores.tolist(), strict=True)),
+            probabilities=dict(zip(names, sel.probabilities.tolist(), strict=True)),
+            explored=sel.explored,
+            policy=self._policy.name,
+            propensity_method=sel.method,
+            ts=now,
+            reward=scal.name,
+        )
+        if self.log_decisions:
+            _log.info(
+                "decision",
+                decision_id=did,
+                arm=sel.arm,
+                propensity=round(sel.propensity, 6),
+                explored=sel.explored,
+                policy=self._policy.name,
+            )
+        return decision
+
+    # ------------------------------------------------------------ feedback
+    def feedback(self, decision_id: str, outcome: Outcome | Mapping[str, Any]) -> FeedbackResult:
+        """Learn from the outcome of decision ``decision_id``; idempotent per id.
+
+        A repeat returns the first result (``duplicate=True``) and does not learn twice.
+        Raises :class:`~routewise.errors.UnknownDecision` for an id never issued and
+        :class:`~routewise.errors.FeedbackTooLate` past the reward wait time (when rejecting).
+        """
+        if not isinstance(decision_id, str) or not decision_id:
+            raise UnknownDecision(str(decision_id))
+        if not isinstance(outcome, Outcome):
+            if isinstance(outcome, Mapping):
+                outcome = Outcome.from_dict(outcome)
+            else:
+                raise InvalidOutcome(
+                    "outcome", f"expected an Outcome or a mapping, got {type(outcome).__name__}"
+                )
+        with self._lock:
+            self._check_open()
+            now = self.clock()
+            if self.reward_wait_s is not None:
+                self._expire(now)
+            p = self._pending.pop(decision_id, None)
+            if p is None:
+                prior = self._store.get_feedback(decision_id)
+                if prior is not None:
+                    if prior.defaulted and self.late_feedback == "reject" and self.reward_wait_s:
+                        # the wait time ran out and the default reward was learned instead
+                        drec = self._store.get_decision(decision_id)
+                        age = now - (drec.ts if drec is not None else prior.ts)
+                        raise FeedbackTooLate(decision_id, age, self.reward_wait_s)
+                    return self._duplicate(prior)
+                drec = self._store.get_decision(decision_id)
+                if drec is None:
+                    raise UnknownDecision(decision_id)
+                p = self._pending_from_record(drec)
+            age = now - p.ts
+            if (
+                self.reward_wait_s is not None
+                and age > self.reward_wait_s
+                and self.late_feedback == "reject"
+            ):
+                if self.default_reward is not None:
+                    self._apply(decision_id, p, None, self.default_reward, now)
+                raise FeedbackTooLate(decision_id, age, self.reward_wait_s)
+            r = p.reward(outcome)
+            result = self._apply(decision_id, p, outcome.to_dict(), r, now)
+        if self.log_decisions:
+            _log.info(
+                "feedback",
+                decision_id=decision_id,
+                arm=p.arm,
+                reward=round(r, 6),
+                valid=outcome.valid,
+                latency_ms=outcome.latency_ms,
+                cost_usd=outcome.cost_usd,
+                error=outcome.error,
+            )
+        return result
+
+    def _apply(
+        self,
+        decision_id: str,
+        p: _Pending,
+        outcome: dict[str, Any] | None,
+        reward: float,
+        now: float,
+    ) -> FeedbackResult:
+        self._seq += 1
+        self._store.log_feedback(
+            FeedbackRecord(decision_id, self._seq, now, outcome, reward, defaulted=outcome is None)
+        )
+        # durable first, then learn: a failed write leaves the policy untouched
+        self._policy.update(p.arm, p.x, reward)
+        self._stat(p.arm).observe(outcome, reward)
+        self._since_snapshot += 1
+        if self._since_snapshot >= self.snapshot_every:
+            self.snapshot()
+        return FeedbackResult(
+            decision_id, self._arm_or_parse(p.arm), reward, defaulted=outcome is None
+        )
+
+    def _duplicate(self, prior: FeedbackRecord) -> FeedbackResult:
+        drec = self._store.get_decision(prior.decision_id)
+        arm = self._arm_or_parse(drec.arm if drec is not None else "unknown/direct_emit")
+        return FeedbackResult(
+            prior.decision_id, arm, prior.reward, duplicate=True, defaulted=prior.defaulted
+        )
+
+    def _arm_or_parse(self, arm_id: str) -> Arm:
+        arm = self._arm_by_id.get(arm_id)
+        return arm if arm is not None else Arm.parse(arm_id)
+
+    def _expire(self, now: float) -> None:
+        assert self.reward_wait_s is not None
+        limit = now - self.reward_wait_s
+        while self._pending:
+            did = next(iter(self._pending))
+            p = self._pending[did]
+            if p.ts >= limit:
+                break
+            del self._pending[did]
+            if self.default_reward is not None:
+                self._apply(did, p, None, self.default_reward, now)
+
+    def expire(self) -> int:
+        """Apply the reward-wait rules now; returns how many pending decisions expired."""
+        if self.reward_wait_s is None:
+            return 0
+        with self._lock:
+            before = len(self._pending)
+            self._expire(self.clock())
+            return before - len(self._pending)
+
+    # ---------------------------------------------------------- best policy
+    def best_policy(
+        self, context: Mapping[str, Any] | None = None, *, arms: Iterable[ArmLike] | None = None
+    ) -> list[RankedArm]:
+        """Arms ranked by expected reward (with uncertainty) for ``context``; with no context,
+        averaged over the recent traffic mix (the last ``recent_window`` decisions)."""
+        eligible = self._eligible(arms)
+        names = eligible if eligible is not None else self._arm_ids
+        with self._lock:
+            if context is not None:
+                x = self._featurizer.transform(context, learn=False)
+                mean, unc = self._policy.estimate(x, eligible)
+            elif self._recent:
+                means, uncs = [], []
+                for xr in self._recent:
+                    m, u = self._policy.estimate(xr, eligible)
+                    means.append(m)
+                    uncs.append(u)
+                mean, unc = np.mean(means, axis=0), np.mean(uncs, axis=0)
+            else:
+                mean, unc = self._policy.estimate(
+                    self._featurizer.transform({}, learn=False), eligible
+                )
+            counts = [self._stats[a].feedbacks if a in self._stats else 0 for a in names]
+        order = sorted(range(len(names)), key=lambda i: (-float(mean[i]), names[i]))
+        return [
+            RankedArm(self._arm_by_id[names[i]], float(mean[i]), float(unc[i]), counts[i])
+            for i in order
+        ]
+
+    # -------------------------------------------------------------- status
+    def status(self) -> Status:
+        """Per-arm counts, mean reward, validity, latency percentiles and cost."""
+        with self._lock:
+            arms = {a: self._stat(a).summary() for a in self._arm_ids}
+            for a, s in self._stats.items():
+                if a not in arms:
+                    arms[a] = {**s.summary(), "retired": True}
+            decisions = sum(s.decisions for s in self._stats.values())
+            feedbacks = sum(s.feedbacks for s in self._stats.values())
+            return Status(
+                policy=self._policy.name,
+                decisions=decisions,
+                feedbacks=feedbacks,
+                pending=decisions - feedbacks,
+                arms=arms,
+            )
+
+    # ---------------------------------------------------------------- state
+    def snapshot(self) -> None:
+        """Persist the learned state now (done automatically every ``snapshot_every``)."""
+        with self._lock:
+            state = {
+                "seq": self._seq,
+                "policy": self._policy.to_state(),
+                "featurizer": self._featurizer.to_state(),
+                "stats": {k: v.to_state() for k, v in self._stats.items()},
+            }
+            self._store.save_snapshot(self._seq, state)
+            self._since_snapshot = 0
+
+    def export_trace(self, file: str | Path | IO[str], *, since: float | None = None) -> int:
+        """Write the JSON-Lines trace (DESIGN.md format) to ``file``; returns lines written."""
+        import json
+
+        with self._lock:
+            self._store.flush()
+            lines = self._store.iter_trace(since)
+            if isinstance(file, str | Path):
+                tmp = Path(str(file) + ".tmp")
+                n = 0
+                with tmp.open("w", encoding="utf-8") as fh:
+                    for line in lines:
+                        fh.write(json.dumps(line, separators=(",", ":")) + "\n")
+                        n += 1
+                tmp.replace(file)
+                return n
+            n = 0
+            for line in lines:
+                file.write(json.dumps(line, separators=(",", ":")) + "\n")
+                n += 1
+            return n
+
+    def close(self) -> None:
+        """Snapshot, flush and close the store (if the controller opened it)."""
+        with self._lock:
+            if self._closed:
+                return
+            if self._since_snapshot:
+                self.snapshot()
+            self._store.flush()
+            if self._owns_store:
+                self._store.close()
+            self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StateError("controller is closed")
+
+    def __enter__(self) -> Controller:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Controller(policy={self._policy.name!r}, arms={len(self._arms)}, store={getattr(self._store, 'path', 'memory')!r})"
+
+
+def rank_table(rows: Sequence[RankedArm]) -> list[dict[str, Any]]:
+    """Plain rows for printing."""
+    return [r.to_dict() for r in rows]

@@ -1,0 +1,10 @@
+"""Persistence behind the :class:`~routewise.state.base.Store` protocol.
+
+``store=None`` → :class:`MemoryStore`; ``store="path.db"`` → :class:`SQLiteStore` (WAL).
+"""
+
+from routewise.state.base import DecisionRecord, Durability, FeedbackRecord, Store
+from routewise.state.memory import MemoryStore
+from routewise.state.sqlite import SQLiteStore
+
+__all__ = ["DecisionRecord", "Durability", "FeedbackRecord", "MemoryStore", "SQLiteStore", "Store"]

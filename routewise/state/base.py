@@ -1,0 +1,145 @@
+"""The storage protocol behind the controller, and the records it stores.
+
+The controller writes two append-only logs — decisions and feedback — sharing one
+monotonically increasing sequence number, plus periodic snapshots of its learned state and a
+small ``meta`` table with the configuration the state was learned under. Restart = latest
+snapshot + replay of every event with a higher sequence number, so a store only has to keep
+those in order. :class:`MemoryStore` (``store=None``) and :class:`SQLiteStore`
+(``store="path.db"``) implement it; Redis/PostgreSQL backends for replicated sidecars plug in
+behind the same protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+__all__ = ["DecisionRecord", "Durability", "FeedbackRecord", "Store"]
+
+Durability = Literal["always", "feedback", "batch"]
+
+
+@dataclass(slots=True)
+class DecisionRecord:
+    """One logged decision (what the trace line is built from)."""
+
+    decision_id: str
+    seq: int
+    ts: float
+    context: dict[str, Any]
+    arm: str
+    propensity: float
+    features: list[float]
+    policy: str
+    reward_spec: dict[str, Any] | None = None
+    eligible: list[str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class FeedbackRecord:
+    """One logged feedback; ``outcome`` is ``None`` when a default reward was applied."""
+
+    decision_id: str
+    seq: int
+    ts: float
+    outcome: dict[str, Any] | None
+    reward: float
+    defaulted: bool = False
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the controller needs from persistence.
+
+    Durability contract: when :meth:`log_feedback` returns, that feedback and every decision
+    logged before it are durable. With ``durability="always"`` the same holds when
+    :meth:`log_decision` returns. Anything not yet durable when the process dies is lost as a
+    *suffix* of the sequence, never a hole in it.
+    """
+
+    def load_meta(self) -> dict[str, Any] | None:
+        """The configuration saved with :meth:`save_meta`, or ``None`` for a new store."""
+        ...
+
+    def save_meta(self, meta: dict[str, Any]) -> None:
+        """Persist the configuration the state is learned under."""
+        ...
+
+    def log_decision(self, rec: DecisionRecord) -> None:
+        """Append a decision (may be buffered until the next durable write)."""
+        ...
+
+    def log_feedback(self, rec: FeedbackRecord) -> None:
+        """Append a feedback durably (with every decision logged before it)."""
+        ...
+
+    def get_decision(self, decision_id: str) -> DecisionRecord | None:
+        """A logged decision by id."""
+        ...
+
+    def get_feedback(self, decision_id: str) -> FeedbackRecord | None:
+        """The feedback logged for a decision id, if any."""
+        ...
+
+    def save_snapshot(self, seq: int, state: dict[str, Any]) -> None:
+        """Persist the learned state as of sequence number ``seq`` (durably)."""
+        ...
+
+    def latest_snapshot(self) -> tuple[int, dict[str, Any]] | None:
+        """(seq, state) of the newest snapshot."""
+        ...
+
+    def events_since(
+        self, seq: int
+    ) -> Iterator[
+        tuple[Literal["decision"], DecisionRecord] | tuple[Literal["feedback"], FeedbackRecord]
+    ]:
+        """Every decision and feedback with a sequence number > ``seq``, in sequence order."""
+        ...
+
+    def recent_decisions(self, n: int) -> Sequence[DecisionRecord]:
+        """The last ``n`` decisions, oldest first."""
+        ...
+
+    def iter_trace(self, since: float | None = None) -> Iterator[dict[str, Any]]:
+        """Trace lines (DESIGN.md format), decisions in sequence order, optionally ``ts >= since``."""
+        ...
+
+    def max_seq(self) -> int:
+        """Highest sequence number stored (0 when empty)."""
+        ...
+
+    def flush(self) -> None:
+        """Make everything logged so far durable."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release resources."""
+        ...
+
+
+def trace_line(d: DecisionRecord, f: FeedbackRecord | None) -> dict[str, Any]:
+    """Build one DESIGN.md trace line from a decision and its feedback (if any)."""
+    line: dict[str, Any] = {
+        "decision_id": d.decision_id,
+        "ts": d.ts,
+        "context": d.context,
+        "arm": d.arm,
+        "propensity": d.propensity,
+        "policy": d.policy,
+    }
+    if d.eligible is not None:
+        line["eligible"] = d.eligible
+    if d.reward_spec is not None:
+        line["reward_spec"] = d.reward_spec
+    for k, v in d.extra.items():
+        line.setdefault(k, v)
+    if f is not None:
+        if f.outcome is not None:
+            line["outcome"] = f.outcome
+        line["reward"] = f.reward
+        if f.defaulted:
+            line["reward_defaulted"] = True
+    return line

@@ -1,0 +1,91 @@
+"""The CLI, run as a real subprocess through the installed console script."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import routewise as rw
+
+EXE = shutil.which("routewise")
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [EXE, *args] if EXE else [sys.executable, "-m", "routewise.cli", *args]
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
+
+
+@pytest.fixture()
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "state.db"
+    ctl = rw.Controller(
+        arms=rw.make_arms(["openai:gpt-5.4", "ollama:llama3"]), policy="linucb", store=path, seed=0
+    )
+    for i in range(200):
+        d = ctl.decide({"task": ["qa", "extraction"][i % 2]})
+        ctl.feedback(
+            d.decision_id,
+            rw.Outcome(valid=d.arm.backend == "ollama:llama3", latency_ms=300.0, cost_usd=0.001),
+        )
+    ctl.close()
+    return path
+
+
+def test_policy_table(db: Path) -> None:
+    res = run("policy", "--db", str(db))
+    assert res.returncode == 0, res.stderr
+    assert "ollama:llama3" in res.stdout and "expected reward" in res.stdout
+
+
+def test_policy_json_matches_library(db: Path) -> None:
+    res = run("policy", "--db", str(db), "--context", '{"task": "qa"}', "--json")
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)
+    with rw.Controller(store=db) as ctl:
+        expected = [r.to_dict() for r in ctl.best_policy({"task": "qa"})]
+    assert rows == expected
+    assert rows[0]["arm"]["backend"] == "ollama:llama3"
+
+
+def test_status_table(db: Path) -> None:
+    res = run("status", "--db", str(db))
+    assert res.returncode == 0, res.stderr
+    assert "200 decisions" in res.stdout and "p95 ms" in res.stdout
+
+
+def test_export_trace(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "trace.jsonl"
+    res = run("export-trace", str(out), "--db", str(db))
+    assert res.returncode == 0, res.stderr
+    lines = out.read_text().splitlines()
+    assert len(lines) == 200
+    assert {"decision_id", "ts", "context", "arm", "propensity", "outcome", "reward"} <= set(
+        json.loads(lines[0])
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("policy", "--db", "/nonexistent/x.db"), "db"),
+        (("policy", "--context", "{bad json"), "--context"),
+        (("status",), "db"),
+    ],
+)
+def test_errors_are_one_clear_line(args: tuple[str, ...], needle: str, db: Path) -> None:
+    full = args if "--db" in args or args == ("status",) else (*args, "--db", str(db))
+    res = run(*full)
+    assert res.returncode == 2
+    assert "error:" in res.stderr and needle in res.stderr
+    assert "Traceback" not in res.stderr

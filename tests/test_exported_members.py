@@ -1,0 +1,39 @@
+"""The curated public surface (HOUSE_STYLE 1): adding or removing a name is a conscious act."""
+
+import routewise
+
+
+def test_all_is_exactly_the_public_surface() -> None:
+    assert sorted(routewise.__all__) == sorted(
+        [
+            "Arm",
+            "ConfigError",
+            "Controller",
+            "Decision",
+            "FeedbackResult",
+            "FeedbackTooLate",
+            "InvalidContext",
+            "InvalidOutcome",
+            "Mode",
+            "NoEligibleArms",
+            "Outcome",
+            "PolicyError",
+            "RankedArm",
+            "RoutewiseError",
+            "StateError",
+            "Status",
+            "UnknownArm",
+            "UnknownDecision",
+            "__version__",
+            "make_arms",
+        ]
+    )
+    for name in routewise.__all__:
+        assert hasattr(routewise, name), name
+
+
+def test_every_error_derives_from_the_root() -> None:
+    for name in routewise.__all__:
+        obj = getattr(routewise, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, routewise.RoutewiseError), name

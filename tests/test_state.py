@@ -1,0 +1,240 @@
+"""Persistence: restart restores the policy exactly; durability; store round-trips."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import routewise as rw
+from routewise.state import DecisionRecord, FeedbackRecord, MemoryStore, SQLiteStore
+
+ARMS = rw.make_arms(["openai:gpt-5.4", "gemini:flash", "ollama:llama3", "bedrock:claude"])
+PROBES = [
+    {
+        "task": "extraction",
+        "schema_depth": 3,
+        "n_fields": 12,
+        "input_tokens": 900,
+        "language": "zh",
+    },
+    {"task": "qa", "schema_depth": 1, "n_fields": 2, "input_tokens": 80, "language": "en"},
+    {"task": "classification", "language": "de"},
+    {},
+]
+
+
+def traffic(ctl: rw.Controller, n: int, seed: int = 0, feedback_share: float = 0.9) -> list[str]:
+    rng = np.random.default_rng(seed)
+    ids = []
+    for _ in range(n):
+        ctx = {
+            "task": str(rng.choice(["extraction", "qa", "classification"])),
+            "schema_depth": int(rng.integers(1, 6)),
+            "n_fields": int(rng.integers(1, 40)),
+            "input_tokens": float(rng.integers(50, 5000)),
+            "language": str(rng.choice(["en", "zh", "de", "ja"])),
+        }
+        d = ctl.decide(ctx)
+        ids.append(d.decision_id)
+        if rng.random() < feedback_share:
+            valid = bool(rng.random() < (0.9 if "gemini" in d.arm.backend else 0.6))
+            ctl.feedback(
+                d.decision_id,
+                rw.Outcome(valid=valid, latency_ms=float(rng.gamma(4, 200)), cost_usd=0.0003),
+            )
+    return ids
+
+
+def scores(ctl: rw.Controller) -> list[tuple[str, float, float]]:
+    out = []
+    for ctx in [*PROBES, None]:
+        out += [(r.arm.id, r.expected_reward, r.uncertainty) for r in ctl.best_policy(ctx)]
+    return out
+
+
+@pytest.mark.parametrize("policy", ["squarecb", "linucb", "lints", "thompson", "ucb1"])
+@pytest.mark.parametrize("snapshot_every", [7, 100_000])
+def test_reopen_restores_policy_exactly(tmp_path: Path, policy: str, snapshot_every: int) -> None:
+    db = tmp_path / "state.db"
+    ctl = rw.Controller(arms=ARMS, policy=policy, store=db, seed=3, snapshot_every=snapshot_every)
+    traffic(ctl, 400)
+    before = scores(ctl)
+    status_before = ctl.status().to_dict()
+    ctl.close()
+
+    again = rw.Controller(store=db)  # arms, policy, seed come from the store
+    assert again.policy.name == policy
+    assert scores(again) == before  # bit-identical
+    assert again.status().to_dict() == status_before
+    again.close()
+
+
+def test_restart_without_close_keeps_every_acknowledged_feedback(tmp_path: Path) -> None:
+    """kill -9 of a real process: every feedback acknowledged before the kill is in the store,
+    and reopening gives exactly the policy the process had at its last acknowledged feedback."""
+    db = tmp_path / "state.db"
+    out = tmp_path / "acked.jsonl"
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        import routewise as rw
+        ctl = rw.Controller(arms={[a.id for a in ARMS]!r}, policy="linucb", store={str(db)!r}, seed=1,
+                            snapshot_every=50)
+        probe = {{"task": "qa", "n_fields": 3, "language": "en"}}
+        with open({str(out)!r}, "a", buffering=1) as fh:
+            for i in range(100000):
+                d = ctl.decide({{"task": ["qa", "extraction"][i % 2], "n_fields": i % 9, "language": "en"}})
+                r = ctl.feedback(d.decision_id, rw.Outcome(valid=i % 3 != 0, latency_ms=100.0 + i % 50, cost_usd=0.0))
+                ranked = [[x.arm.id, x.expected_reward, x.uncertainty] for x in ctl.best_policy(probe)]
+                fh.write(json.dumps({{"id": d.decision_id, "reward": r.reward, "ranked": ranked}}) + "\\n")
+                if i == 300:
+                    print("ready", flush=True)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    acked = [json.loads(line) for line in out.read_text().splitlines() if line.endswith("}")]
+    assert len(acked) > 300
+    conn = sqlite3.connect(db)
+    stored = dict(conn.execute("SELECT decision_id, reward FROM feedback").fetchall())
+    conn.close()
+    for a in acked:
+        assert stored[a["id"]] == a["reward"]
+    ctl = rw.Controller(store=db)
+    last = acked[-1]
+    assert len(stored) in (len(acked), len(acked) + 1)  # +1: killed between commit and ack line
+    if len(stored) == len(acked):
+        ranked = [
+            [x.arm.id, x.expected_reward, x.uncertainty]
+            for x in ctl.best_policy({"task": "qa", "n_fields": 3, "language": "en"})
+        ]
+        assert ranked == last["ranked"]
+    assert ctl.status().feedbacks == len(stored)
+    ctl.close()
+
+
+def test_feedback_after_restart_for_decision_before_it(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    ctl = rw.Controller(arms=ARMS, store=db, seed=0, durability="always", snapshot_every=1)
+    d = ctl.decide({"task": "qa"})
+    d2 = ctl.decide({"task": "qa"})
+    ctl.feedback(
+        d2.decision_id, rw.Outcome(valid=True, latency_ms=1.0, cost_usd=0.0)
+    )  # snapshot after d
+    ctl.close()
+    again = rw.Controller(store=db)
+    r = again.feedback(d.decision_id, rw.Outcome(valid=True, latency_ms=1.0, cost_usd=0.0))
+    assert not r.duplicate and r.arm == d.arm
+    assert again.feedback(
+        d2.decision_id, rw.Outcome(valid=False, latency_ms=1.0, cost_usd=0.0)
+    ).duplicate
+    again.close()
+
+
+def test_reopen_with_other_policy_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    rw.Controller(arms=ARMS, policy="linucb", store=db, seed=0).close()
+    with pytest.raises(rw.ConfigError) as ei:
+        rw.Controller(store=db, policy="squarecb")
+    assert ei.value.field == "policy"
+
+
+def test_reopen_with_new_arm(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    ctl = rw.Controller(arms=ARMS, store=db, seed=0)
+    traffic(ctl, 50)
+    ctl.close()
+    new = [*ARMS, rw.Arm("azure_openai:gpt-4o", "direct_emit")]
+    ctl = rw.Controller(arms=new, store=db)
+    assert {a.id for a in ctl.arms} == {a.id for a in new}
+    d = ctl.decide({}, arms=["azure_openai:gpt-4o/direct_emit"])
+    assert d.arm.backend == "azure_openai:gpt-4o"
+    ctl.close()
+
+
+def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(rw.ConfigError) as ei:
+        rw.Controller(arms=ARMS, store=tmp_path / "nope" / "s.db")
+    assert ei.value.field == "store"
+
+
+def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.db"
+    bad.write_text("this is not sqlite" * 100)
+    with pytest.raises(rw.StateError):
+        rw.Controller(arms=ARMS, store=bad)
+
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**53), 2**53),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    context=st.dictionaries(st.text(min_size=1, max_size=10), json_scalars, max_size=6),
+    features=st.lists(
+        st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=1, max_size=30
+    ),
+    propensity=st.floats(min_value=1e-9, max_value=1.0),
+    reward=st.floats(min_value=0.0, max_value=1.0),
+    outcome=st.one_of(
+        st.none(),
+        st.fixed_dictionaries(
+            {
+                "valid": st.booleans(),
+                "latency_ms": st.floats(0, 1e6),
+                "cost_usd": st.floats(0, 10),
+                "error": st.one_of(st.none(), st.text(max_size=10)),
+            }
+        ),
+    ),
+)
+def test_store_roundtrip(context, features, propensity, reward, outcome) -> None:  # type: ignore[no-untyped-def]
+    for store in (MemoryStore(), SQLiteStore(":memory:")):
+        d = DecisionRecord(
+            "d1",
+            1,
+            1.5,
+            context,
+            "a:b/direct_emit",
+            propensity,
+            features,
+            "linucb",
+            reward_spec={"name": "x"},
+            eligible=["a:b/direct_emit"],
+            extra={"request_id": "r"},
+        )
+        f = FeedbackRecord("d1", 2, 2.5, outcome, reward, defaulted=outcome is None)
+        store.log_decision(d)
+        store.log_feedback(f)
+        got_d = store.get_decision("d1")
+        got_f = store.get_feedback("d1")
+        assert got_d == d
+        assert got_f == f
+        events = list(store.events_since(0))
+        assert [k for k, _ in events] == ["decision", "feedback"]
+        (line,) = list(store.iter_trace())
+        assert json.loads(json.dumps(line))["context"] == context
+        store.close()
