@@ -6,9 +6,9 @@ the sidecar are thin adapters over it.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +48,15 @@ __all__ = [
 DEFAULT_POLICY: tuple[str, dict[str, Any]] = ("squarecb", {})
 
 _log = structlog.get_logger("routewise")
+
+
+def _new_id() -> str:
+    """A UUIDv7-style id: 48-bit millisecond timestamp + 80 random bits, as 32 hex chars.
+
+    Time-ordered ids keep the store's decision-id index append-mostly (random UUIDv4 keys
+    scatter B-tree page writes and cost ~30 µs per commit in WAL mode).
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 ArmLike = Arm | str | Mapping[str, Any]
 
@@ -496,7 +505,7 @@ class Controller:
             x = self._featurizer.transform(context)
             sel = self._policy.select(x, eligible)
             self._seq += 1
-            did = uuid.uuid4().hex
+            did = _new_id()
             names = eligible if eligible is not None else self._arm_ids
             extra: dict[str, Any] = {}
             if request_id is not None:

@@ -3,9 +3,9 @@
 Schema (created with sqlite-utils, written on the hot path with prepared statements)::
 
     meta(key PK, value JSON)
-    decisions(decision_id PK, seq UNIQUE, ts, arm, propensity, policy, context JSON,
+    decisions(seq INTEGER PK, decision_id UNIQUE, ts, arm, propensity, policy, context JSON,
               features BLOB float64, reward_spec JSON, eligible JSON, extra JSON)
-    feedback(decision_id PK, seq UNIQUE, ts, outcome JSON, reward, defaulted)
+    feedback(seq INTEGER PK, decision_id UNIQUE, ts, outcome JSON, reward, defaulted)
     snapshots(seq PK, ts, state JSON)          -- the newest ``keep_snapshots`` are kept
 
 Durability: the database runs in WAL mode with ``synchronous=NORMAL``: a committed
@@ -185,12 +185,11 @@ class SQLiteStore:
                 "eligible": str,
                 "extra": str,
             },
-            pk="decision_id",
-            not_null={"seq", "ts", "arm", "propensity", "context", "features"},
+            pk="seq",
+            not_null={"decision_id", "ts", "arm", "propensity", "context", "features"},
             if_not_exists=True,
         )
-        db.table("decisions").create_index(["seq"], unique=True, if_not_exists=True)
-        db.table("decisions").create_index(["ts"], if_not_exists=True)
+        db.table("decisions").create_index(["decision_id"], unique=True, if_not_exists=True)
         db.table("feedback").create(
             {
                 "decision_id": str,
@@ -200,11 +199,11 @@ class SQLiteStore:
                 "reward": float,
                 "defaulted": int,
             },
-            pk="decision_id",
-            not_null={"seq", "ts", "reward"},
+            pk="seq",
+            not_null={"decision_id", "ts", "reward"},
             if_not_exists=True,
         )
-        db.table("feedback").create_index(["seq"], unique=True, if_not_exists=True)
+        db.table("feedback").create_index(["decision_id"], unique=True, if_not_exists=True)
         db.table("snapshots").create(
             {"seq": int, "ts": float, "state": str}, pk="seq", if_not_exists=True
         )
