@@ -41,6 +41,8 @@ Example::
 
     python benchmarks/bakeoff.py                              # full default run
     python benchmarks/bakeoff.py --datasets iris,wine --seeds 2 --max-rows 500
+    python benchmarks/bakeoff.py --learners routewise --policies squarecb,linucb:alpha=0.3
+    python benchmarks/bakeoff.py --max-rows 0                 # no cap (Shuttle: 49,097 rows)
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -60,6 +63,7 @@ from _common import (
     MissingDependency,
     OnlineStandardizer,
     environment,
+    parse_policy_spec,
     quiet_logs,
     require,
     require_controller,
@@ -158,12 +162,21 @@ class ControllerLearner:
         self.policy = policy
         self.label = f"rw:{policy}"
         self.rw = require_controller()
+        self.name, self.params = parse_policy_spec(policy)
+        if self.params:  # validate now rather than mid-run
+            require("routewise.bandits").make_policy(self.name, **self.params)
 
     def start(self, ds: Dataset, seed: int) -> None:
         rw = self.rw
         self.arms = [rw.Arm(f"class:{k}", "direct_emit") for k in range(ds.k)]
         self.index = {a.id: k for k, a in enumerate(self.arms)}
-        policy = None if self.policy == "default" else self.policy
+        policy: Any
+        if self.name == "default":
+            policy = None  # the Controller's tuned default
+        elif self.params:  # a configured Policy object, seeded like the Controller would
+            policy = rw.bandits.make_policy(self.name, seed=seed, **self.params)
+        else:
+            policy = self.name  # a registry name, as a user would pass it
         self.ctl = rw.Controller(
             arms=self.arms, policy=policy, reward=dict(CORRECTNESS_ONLY), store=None, seed=seed
         )
@@ -193,20 +206,22 @@ class BarePolicyLearner:
         self.policy = policy
         self.label = f"bare:{policy}"
         self.rb = require("routewise.bandits")
-        if policy == "default":
+        self.name, self.params = parse_policy_spec(policy)
+        if self.name == "default":
             raise MissingDependency(
                 "bare:default is not defined (the default lives in the Controller)"
             )
+        self.rb.make_policy(self.name, **self.params)  # validate now
 
     def start(self, ds: Dataset, seed: int) -> None:
-        self.pol = self.rb.make_policy(self.policy, seed=seed)
+        self.pol = self.rb.make_policy(self.name, seed=seed, **self.params)
         self.ids = [f"class:{k}" for k in range(ds.k)]
         self.pol.add_arms(self.ids)
         self.std = OnlineStandardizer(ds.X.shape[1])
 
     def act(self, ctx: dict[str, float], x: np.ndarray) -> int:
         self.v = np.append(1.0, self.std(x))
-        self.a = self.pol.select(self.v).index
+        self.a = int(self.pol.select(self.v).index)
         return self.a
 
     def learn(self, reward: float) -> None:
@@ -236,10 +251,11 @@ class VWLearner:
         self.std = OnlineStandardizer(ds.X.shape[1]) if self.features == "std" else None
 
     def act(self, ctx: dict[str, float], x: np.ndarray) -> int:
+        vals: Iterable[tuple[str, float]]
         if self.std is not None:
             vals = zip(self.names, self.std(x).tolist(), strict=True)
         else:
-            vals = iter(ctx.items())
+            vals = ctx.items()
         feats = " ".join(f"{n}:{v:.9g}" for n, v in vals if v != 0.0)
         self.ex = [f"shared |s {feats}", *self.actions]
         pmf = np.asarray(self.vw.predict(self.ex), dtype=np.float64)
@@ -351,7 +367,11 @@ def build_learners(args: argparse.Namespace, console: Any) -> list[Callable[[], 
             registry = sorted(require("routewise.bandits").REGISTRY)
         except MissingDependency as exc:
             raise SystemExit(f"error: {exc}") from None
-        unknown_p = [p for p in policies if p != "default" and p not in registry]
+        try:
+            names = [parse_policy_spec(p)[0] for p in policies]
+        except ValueError as exc:
+            raise SystemExit(f"--policies: {exc}") from None
+        unknown_p = [p for p in names if p != "default" and p not in registry]
         if unknown_p:
             raise SystemExit(f"--policies: unknown {unknown_p}; registered: {registry}")
     factories: list[Callable[[], Learner]] = []
@@ -359,6 +379,8 @@ def build_learners(args: argparse.Namespace, console: Any) -> list[Callable[[], 
     def add(make: Callable[[], Learner]) -> None:
         try:
             make()  # import check (and constructor validation)
+        except routewise_errors() as exc:
+            raise SystemExit(f"error: {exc}") from None
         except MissingDependency as exc:
             if explicit:
                 raise SystemExit(f"error: {exc}") from None
@@ -369,20 +391,16 @@ def build_learners(args: argparse.Namespace, console: Any) -> list[Callable[[], 
     for fam in families:
         if fam == "routewise":
             for p in policies:
-                add(lambda p=p: ControllerLearner(p))
+                add(partial(ControllerLearner, p))
         elif fam == "bare":
             for p in policies:
                 if p != "default":
-                    add(lambda p=p: BarePolicyLearner(p))
+                    add(partial(BarePolicyLearner, p))
         elif fam == "vw":
             for feat in split_csv(args.vw_features):
                 if feat not in ("std", "raw"):
                     raise SystemExit(f"--vw-features: unknown {feat!r}; choose std and/or raw")
-                add(
-                    lambda feat=feat: VWLearner(
-                        cost=args.vw_cost, extra=args.vw_args, features=feat
-                    )
-                )
+                add(partial(VWLearner, cost=args.vw_cost, extra=args.vw_args, features=feat))
         elif fam == "river":
             add(RiverLinUCBLearner)
         elif fam == "mabwiser":
@@ -390,6 +408,15 @@ def build_learners(args: argparse.Namespace, console: Any) -> list[Callable[[], 
     if not factories:
         raise SystemExit("error: no learner is available")
     return factories
+
+
+def routewise_errors() -> tuple[type[BaseException], ...]:
+    """routewise's own error types (bad policy parameters …), if routewise imports."""
+    try:
+        from routewise.errors import RoutewiseError
+    except ImportError:
+        return ()
+    return (RoutewiseError,)
 
 
 # --------------------------------------------------------------------------------- protocol
@@ -446,7 +473,11 @@ def main(argv: list[str] | None = None) -> int:
         + " ('bare' = routewise policy objects without the Controller)",
     )
     ap.add_argument(
-        "--policies", default=DEFAULT_POLICIES, help="routewise policies ('default' = policy=None)"
+        "--policies",
+        default=DEFAULT_POLICIES,
+        help="routewise policies ('default' = policy=None, the tuned default); a policy may "
+        "carry parameters as name:key=value[:key=value], e.g. squarecb:gamma_scale=50 or "
+        "linucb:alpha=0.3 (a configured Policy object is then passed to the Controller)",
     )
     ap.add_argument("--seeds", type=int, default=3, help="number of shuffles (seeds 0..N-1)")
     ap.add_argument("--seed-offset", type=int, default=0, help="first seed")

@@ -62,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     MissingDependency,
     environment,
+    parse_policy_spec,
     quiet_logs,
     require,
     require_controller,
@@ -200,7 +201,9 @@ class Timing:
         return self.pairs / (self.wall_ns / 1e9)
 
     def row(self) -> dict[str, Any]:
-        q = lambda a, p: float(np.percentile(a, p) / 1e3)  # noqa: E731
+        def q(a: np.ndarray, p: float) -> float:
+            return float(np.percentile(a, p) / 1e3)
+
         return {
             "impl": self.impl,
             "policy": self.policy,
@@ -297,7 +300,7 @@ def make_bare_policy(rw: Any, policy: str, wl: Workload, seed: int) -> Any:
         name, params = ctl.policy.name, ctl.policy.params()
         ctl.close()
     else:
-        name, params = policy, {}
+        name, params = parse_policy_spec(policy)
     params = {k: v for k, v in params.items() if k != "seed"}
     pol = rw.bandits.make_policy(name, seed=seed, **params)
     pol.add_arms(wl.arm_ids)
@@ -316,9 +319,13 @@ def run_controller(
     seed: int,
     tick: Callable[[int], None],
 ) -> Timing:
+    name, params = parse_policy_spec(policy)
+    pol_arg: Any = name if name != "default" else None
+    if params:  # a configured Policy object, seeded like the Controller would seed it
+        pol_arg = rw.bandits.make_policy(name, seed=seed, **params)
     ctl = rw.Controller(
         arms=wl.arm_ids,
-        policy=None if policy == "default" else policy,
+        policy=pol_arg,
         reward=reward,
         store=store,
         seed=seed,
@@ -482,7 +489,10 @@ def main(argv: list[str] | None = None) -> int:
         "--warmup", type=int, default=1000, help="untimed pairs first (they also learn)"
     )
     ap.add_argument(
-        "--policies", default=DEFAULT_POLICIES, help="routewise policies ('default' = policy=None)"
+        "--policies",
+        default=DEFAULT_POLICIES,
+        help="routewise policies ('default' = policy=None); parameters as "
+        "name:key=value[:key=value], e.g. linucb:alpha=0.3",
     )
     ap.add_argument("--impls", default=DEFAULT_IMPLS, help="implementations to time")
     ap.add_argument(
@@ -525,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    console = Console(width=max(Console().width, 140))
+    console = Console(width=max(Console().width, 160))
     quiet_logs()
     impls = split_csv(args.impls)
     known = ["bare", "ctl-mem", "ctl-sqlite", "vw", "mabwiser"]
@@ -560,15 +570,26 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[yellow]skipping {impl}: {escape(str(exc))}[/yellow]")
             impls.remove(impl)
     if rw is not None:
-        unknown = [p for p in policies if p != "default" and p not in rw.bandits.REGISTRY]
+        try:
+            specs = [parse_policy_spec(p) for p in policies]
+        except ValueError as exc:
+            raise SystemExit(f"--policies: {exc}") from None
+        unknown = [n for n, _ in specs if n != "default" and n not in rw.bandits.REGISTRY]
         if unknown:
             raise SystemExit(
                 f"--policies: unknown {unknown}; registered: {sorted(rw.bandits.REGISTRY)}"
             )
+        for n, params in specs:
+            if params:
+                try:
+                    rw.bandits.make_policy(n, **params)
+                except rw.RoutewiseError as exc:
+                    raise SystemExit(f"--policies: {exc}") from None
 
     n_total = args.warmup + max(args.pairs, mab_pairs)
     wl = make_workload(n_total, args.arms, args.seed)
-    X = featurize(rw, wl, args.seed) if rw is not None else None
+    # (only VW runs without routewise, and it does not use X)
+    X = featurize(rw, wl, args.seed) if rw is not None else np.zeros((0, 0))
 
     plan: list[tuple[str, str]] = []
     for p in policies:

@@ -265,3 +265,12 @@ def test_closed_controller_refuses() -> None:
     ctl.close()
     with pytest.raises(rw.StateError):
         ctl.decide({})
+
+
+def test_decision_to_dict_is_strict_json() -> None:
+    ctl = rw.Controller(arms=ARMS, policy="ucb1", seed=0)
+    d = ctl.decide({})
+    text = json.dumps(d.to_dict(), allow_nan=False)
+    body = json.loads(text)
+    assert body["arm"] == {"id": d.arm.id, "backend": d.arm.backend, "mode": d.arm.mode.value}
+    assert any(v is None for v in body["scores"].values())  # untried arms: unbounded index

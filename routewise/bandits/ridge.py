@@ -12,6 +12,7 @@ exact statistics by a Cholesky solve (O(d³), a few µs at d≈20). Decisions st
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,30 @@ import numpy.typing as npt
 from routewise.bandits.base import FloatArray
 from routewise.errors import PolicyError
 
-__all__ = ["RidgeArms"]
+__all__ = ["RidgeArms", "pack_array", "unpack_array"]
+
+
+def pack_array(a: FloatArray) -> dict[str, Any]:
+    """Exact JSON-able form of a float64 array: ``{"f8": base64 little-endian bytes, "shape"}``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.array([[0.1, 1 / 3], [np.pi, -2.5e-300]])
+    >>> bool((unpack_array(pack_array(a)) == a).all())
+    True
+    """
+    arr = np.ascontiguousarray(a, dtype="<f8")
+    return {"f8": base64.b64encode(arr.tobytes()).decode("ascii"), "shape": list(arr.shape)}
+
+
+def unpack_array(obj: Any) -> FloatArray:
+    """Inverse of :func:`pack_array`; also accepts nested lists of floats."""
+    if isinstance(obj, dict):
+        raw = base64.b64decode(obj["f8"], validate=True)
+        return np.frombuffer(raw, dtype="<f8").astype(np.float64).reshape(obj["shape"])
+    return np.asarray(obj, dtype=np.float64)
+
 
 _REFRESH_EVERY = 4096  # re-derive A⁻¹ from A periodically to bound round-off drift
 
@@ -154,15 +178,17 @@ class RidgeArms:
 
     # ---------------------------------------------------------------- state
     def to_state(self) -> dict[str, Any]:
+        """JSON-able state. The matrices are packed as base64 float64 (exact, and ~20× faster
+        to snapshot than lists of floats); :func:`unpack_array` also reads plain lists."""
         return {
             "lam": self.lam,
             "discount": self.discount,
             "k": self.k,
             "d": self.d,
-            "A": self.A.tolist(),
-            "A_inv": self.A_inv.tolist(),
-            "b": self.b.tolist(),
-            "theta": self.theta.tolist(),
+            "A": pack_array(self.A),
+            "A_inv": pack_array(self.A_inv),
+            "b": pack_array(self.b),
+            "theta": pack_array(self.theta),
             "n": self.n.tolist(),
             "updates": self.updates.tolist(),
         }
@@ -170,9 +196,9 @@ class RidgeArms:
     def set_state(self, s: dict[str, Any]) -> None:
         k, d = int(s["k"]), int(s["d"])
         self.k, self.d = k, d
-        self.A = np.asarray(s["A"], dtype=np.float64).reshape(k, d, d)
-        self.A_inv = np.asarray(s["A_inv"], dtype=np.float64).reshape(k, d, d)
-        self.b = np.asarray(s["b"], dtype=np.float64).reshape(k, d)
-        self.theta = np.asarray(s["theta"], dtype=np.float64).reshape(k, d)
+        self.A = unpack_array(s["A"]).reshape(k, d, d)
+        self.A_inv = unpack_array(s["A_inv"]).reshape(k, d, d)
+        self.b = unpack_array(s["b"]).reshape(k, d)
+        self.theta = unpack_array(s["theta"]).reshape(k, d)
         self.n = np.asarray(s["n"], dtype=np.float64).reshape(k)
         self.updates = np.asarray(s["updates"], dtype=np.int64).reshape(k)

@@ -6,6 +6,7 @@ the sidecar are thin adapters over it.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 #: The tuned default policy (see benchmarks/bakeoff.py and the routing simulation).
-DEFAULT_POLICY: tuple[str, dict[str, Any]] = ("squarecb", {})
+DEFAULT_POLICY: tuple[str, dict[str, Any]] = ("squarecb", {"gamma_scale": 100.0, "optimism": 0.3})
 
 _log = structlog.get_logger("routewise")
 
@@ -88,7 +89,8 @@ class Decision:
             "decision_id": self.decision_id,
             "arm": {"id": self.arm.id, "backend": self.arm.backend, "mode": self.arm.mode.value},
             "propensity": self.propensity,
-            "scores": self.scores,
+            # JSON has no infinity: an unbounded score (e.g. UCB1's untried arm) becomes null
+            "scores": {k: (v if math.isfinite(v) else None) for k, v in self.scores.items()},
             "probabilities": self.probabilities,
             "explored": self.explored,
             "policy": self.policy,
