@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy.linalg.blas import dger
 
 from routewise.bandits.base import FloatArray
 from routewise.errors import PolicyError
@@ -47,6 +48,16 @@ def unpack_array(obj: Any) -> FloatArray:
 
 
 _REFRESH_EVERY = 4096  # re-derive A⁻¹ from A periodically to bound round-off drift
+
+
+def _rank1(M: FloatArray, alpha: float, u: FloatArray) -> None:
+    """``M += alpha·u·uᵀ`` in place with BLAS ``dger`` (≈1 µs at d=50, vs ≈3 µs for numpy's
+    outer-and-add). ``uuᵀ`` is symmetric, so updating the F-ordered transpose view of a
+    C-ordered ``M`` is the same update."""
+    if M.flags.c_contiguous and M.dtype == np.float64 and u.dtype == np.float64:
+        dger(alpha, u, u, a=M.T, overwrite_a=True)
+    else:
+        M += alpha * np.outer(u, u)
 
 
 class RidgeArms:
@@ -115,14 +126,17 @@ class RidgeArms:
 
     # -------------------------------------------------------------- scoring
     def predict(self, x: FloatArray, idx: npt.NDArray[np.intp]) -> tuple[FloatArray, FloatArray]:
-        """(θ_kᵀx, sqrt(xᵀA_k⁻¹x)) for the arms in ``idx``."""
-        mean = self.theta[idx] @ x
-        z = self.A_inv[idx] @ x
-        var = z @ x
+        """(θ_kᵀx, sqrt(xᵀA_k⁻¹x)) for the arms in ``idx``.
+
+        Scores every arm and then selects: fancy-indexing ``A_inv[idx]`` would copy K·d²
+        floats per decision, which costs more than the products themselves at K ≈ 12.
+        """
+        mean = (self.theta @ x)[idx]
+        var = ((self.A_inv @ x) @ x)[idx]
         return mean, np.sqrt(np.maximum(var, 0.0))
 
     def mean(self, x: FloatArray, idx: npt.NDArray[np.intp]) -> FloatArray:
-        return self.theta[idx] @ x
+        return (self.theta @ x)[idx]
 
     # ------------------------------------------------------------- learning
     def update(self, k: int, x: FloatArray, reward: float) -> None:
@@ -140,8 +154,8 @@ class RidgeArms:
             Ai = self.A_inv[k]
             Ax = Ai @ x
             denom = 1.0 + x @ Ax
-            Ai -= np.outer(Ax, Ax / denom)
-            self.A[k] += np.outer(x, x)
+            _rank1(Ai, -1.0 / denom, Ax)
+            _rank1(self.A[k], 1.0, x)
             self.b[k] += reward * x
             self.n[k] += 1.0
             self.updates[k] += 1

@@ -14,11 +14,14 @@ process (an OS crash or power loss may lose the last transactions; set
 ``synchronous="FULL"`` to fsync every commit). Decisions are buffered and committed in the
 same transaction as the next feedback (``durability="feedback"``, the default), or at once
 (``"always"``), or every ``batch_size`` records (``"batch"``, fastest, may lose the last batch).
-Lost records are always a suffix of the log, never a hole.
+Lost records are always a suffix of the log, never a hole. WAL checkpoints (copying the
+log back into the database, with its fsyncs) run on a background thread every
+``checkpoint_interval_s`` instead of inside a commit, which keeps them off the hot path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import sqlite3
@@ -128,6 +131,7 @@ class SQLiteStore:
         batch_size: int = 256,
         synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL",
         keep_snapshots: int = 3,
+        checkpoint_interval_s: float = 0.25,
     ) -> None:
         if durability not in ("always", "feedback", "batch"):
             raise ConfigError(
@@ -142,6 +146,7 @@ class SQLiteStore:
         self.batch_size = batch_size
         self.synchronous = synchronous
         self.keep_snapshots = keep_snapshots
+        self.checkpoint_interval_s = checkpoint_interval_s
         if self.path != ":memory:":
             parent = Path(self.path).expanduser().resolve().parent
             if not parent.is_dir():
@@ -151,6 +156,8 @@ class SQLiteStore:
             self._db = sqlite_utils.Database(self._conn)
             if self.path != ":memory:":
                 self._db.enable_wal()
+                # checkpoints (the fsync-heavy part of WAL) run on a background thread
+                self._conn.execute("PRAGMA wal_autocheckpoint=0")
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
             self._create_schema()
         except sqlite3.DatabaseError as exc:
@@ -167,6 +174,27 @@ class SQLiteStore:
             ).fetchone()[0]
         )
         self._closed = False
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if self.path != ":memory:":
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, name="routewise-wal-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        """Copy the WAL back into the database every ``checkpoint_interval_s`` (PASSIVE: never
+        blocks the writer). Keeps checkpoint fsyncs off the decide/feedback path; the writer's
+        commits only append to the WAL, which is what makes them survive ``kill -9``."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            while not self._stop.wait(self.checkpoint_interval_s):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:  # busy/locked: retry next round
+                    continue
+        finally:
+            conn.close()
 
     def _create_schema(self) -> None:
         db = self._db
@@ -402,4 +430,10 @@ class SQLiteStore:
                 return
             self._commit()
             self._closed = True
+            self._stop.set()
+            if self._checkpointer is not None:
+                self._checkpointer.join()
+                # may fail if another process is reading; the WAL is checkpointed later
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             self._conn.close()
