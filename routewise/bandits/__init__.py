@@ -15,6 +15,7 @@ from routewise.bandits.base import REGISTRY, Policy, Selection, make_policy, reg
 from routewise.bandits.epsilon_greedy import EpsilonGreedy
 from routewise.bandits.lin_ts import LinTS
 from routewise.bandits.lin_ucb import LinUCB
+from routewise.bandits.linear import LinearPolicy
 from routewise.bandits.ridge import RidgeArms
 from routewise.bandits.square_cb import SquareCB
 from routewise.bandits.thompson import Thompson
@@ -27,6 +28,7 @@ __all__ = [
     "EpsilonGreedy",
     "LinTS",
     "LinUCB",
+    "LinearPolicy",
     "Policy",
     "RidgeArms",
     "Selection",

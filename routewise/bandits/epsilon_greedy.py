@@ -7,15 +7,15 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from routewise.bandits.base import FloatArray, Policy, greedy_distribution, register
-from routewise.bandits.ridge import RidgeArms
+from routewise.bandits.base import FloatArray, greedy_distribution, register
+from routewise.bandits.linear import LinearPolicy
 from routewise.errors import PolicyError
 
 __all__ = ["EpsilonGreedy"]
 
 
 @register
-class EpsilonGreedy(Policy):
+class EpsilonGreedy(LinearPolicy):
     """Play ``argmax θ_kᵀx`` with probability ``1 − ε_t``, a uniform arm with probability ``ε_t``.
 
     Exact ties of the greedy arm split its share evenly, so with ``K`` eligible arms an arm
@@ -61,7 +61,7 @@ class EpsilonGreedy(Policy):
         floor: float = 0.0,
         seed: int | None = None,
     ) -> None:
-        super().__init__(floor=floor, seed=seed)
+        super().__init__(lam=lam, discount=discount, floor=floor, seed=seed)
         if not 0.0 <= epsilon <= 1.0:
             raise PolicyError(f"epsilon: must be in [0, 1], got {epsilon!r}")
         if not decay >= 0:
@@ -73,10 +73,6 @@ class EpsilonGreedy(Policy):
         self.epsilon = epsilon
         self.decay = decay
         self.epsilon_min = epsilon_min
-        self.lam = lam
-        self.discount = discount
-        self._ridge = RidgeArms(lam=lam, discount=discount)
-        self._t = 0  # updates so far
 
     def params(self) -> dict[str, Any]:
         return {
@@ -84,8 +80,6 @@ class EpsilonGreedy(Policy):
             "epsilon": self.epsilon,
             "decay": self.decay,
             "epsilon_min": self.epsilon_min,
-            "lam": self.lam,
-            "discount": self.discount,
         }
 
     @property
@@ -102,30 +96,3 @@ class EpsilonGreedy(Policy):
         greedy, best = greedy_distribution(mean)
         eps = self.current_epsilon
         return (1.0 - eps) * greedy + eps / idx.shape[0], mean, best
-
-    def _estimate(self, x: FloatArray, idx: npt.NDArray[np.intp]) -> tuple[FloatArray, FloatArray]:
-        mean, width = self._ridge.predict(x, idx)
-        return mean, 0.5 * width
-
-    def _update(self, k: int, x: FloatArray, reward: float) -> None:
-        self._ridge.update(k, x, reward)
-        self._t += 1
-
-    def _add_arm(self) -> None:
-        self._ridge.add_arm()
-
-    def _grow(self, d: int) -> None:
-        self._ridge.grow(d)
-
-    def _reset_arm(self, k: int) -> None:
-        self._ridge.reset(k)
-
-    def _decay_arm(self, k: int, factor: float) -> None:
-        self._ridge.decay(k, factor)
-
-    def _get_state(self) -> dict[str, Any]:
-        return {"ridge": self._ridge.to_state(), "t": self._t}
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        self._ridge.set_state(state["ridge"])
-        self._t = int(state["t"])

@@ -9,19 +9,18 @@ import numpy.typing as npt
 
 from routewise.bandits.base import (
     FloatArray,
-    Policy,
     PropensityMethod,
     argmax_frequencies,
     register,
 )
-from routewise.bandits.ridge import RidgeArms
+from routewise.bandits.linear import LinearPolicy
 from routewise.errors import PolicyError
 
 __all__ = ["LinTS"]
 
 
 @register
-class LinTS(Policy):
+class LinTS(LinearPolicy):
     """Disjoint linear Thompson sampling: play the arm whose posterior draw is largest.
 
     Each arm's posterior is ``θ̃_k ~ N(θ_k, v²A_k⁻¹)``. Only ``xᵀθ̃_k`` matters and arms are
@@ -69,23 +68,18 @@ class LinTS(Policy):
         floor: float = 0.0,
         seed: int | None = None,
     ) -> None:
-        super().__init__(floor=floor, seed=seed)
+        super().__init__(lam=lam, discount=discount, floor=floor, seed=seed)
         if not v >= 0:
             raise PolicyError(f"v: must be >= 0, got {v!r}")
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1000:
             raise PolicyError(f"n_samples: must be an integer >= 1000, got {n_samples!r}")
         self.v = v
-        self.lam = lam
-        self.discount = discount
         self.n_samples = n_samples
-        self._ridge = RidgeArms(lam=lam, discount=discount)
 
     def params(self) -> dict[str, Any]:
         return {
             **super().params(),
             "v": self.v,
-            "lam": self.lam,
-            "discount": self.discount,
             "n_samples": self.n_samples,
         }
 
@@ -105,24 +99,3 @@ class LinTS(Policy):
     def _estimate(self, x: FloatArray, idx: npt.NDArray[np.intp]) -> tuple[FloatArray, FloatArray]:
         mean, width = self._ridge.predict(x, idx)
         return mean, self.v * width
-
-    def _update(self, k: int, x: FloatArray, reward: float) -> None:
-        self._ridge.update(k, x, reward)
-
-    def _add_arm(self) -> None:
-        self._ridge.add_arm()
-
-    def _grow(self, d: int) -> None:
-        self._ridge.grow(d)
-
-    def _reset_arm(self, k: int) -> None:
-        self._ridge.reset(k)
-
-    def _decay_arm(self, k: int, factor: float) -> None:
-        self._ridge.decay(k, factor)
-
-    def _get_state(self) -> dict[str, Any]:
-        return {"ridge": self._ridge.to_state()}
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        self._ridge.set_state(state["ridge"])

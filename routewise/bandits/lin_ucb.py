@@ -7,15 +7,15 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from routewise.bandits.base import FloatArray, Policy, greedy_distribution, register
-from routewise.bandits.ridge import RidgeArms
+from routewise.bandits.base import FloatArray, greedy_distribution, register
+from routewise.bandits.linear import LinearPolicy
 from routewise.errors import PolicyError
 
 __all__ = ["LinUCB"]
 
 
 @register
-class LinUCB(Policy):
+class LinUCB(LinearPolicy):
     """Disjoint LinUCB: pick ``argmax θ_kᵀx + α·sqrt(xᵀA_k⁻¹x)``.
 
     The choice is deterministic given the state (ties split evenly), so the propensity is
@@ -56,16 +56,13 @@ class LinUCB(Policy):
         floor: float = 0.0,
         seed: int | None = None,
     ) -> None:
-        super().__init__(floor=floor, seed=seed)
+        super().__init__(lam=lam, discount=discount, floor=floor, seed=seed)
         if not alpha >= 0:
             raise PolicyError(f"alpha: must be >= 0, got {alpha!r}")
         self.alpha = alpha
-        self.lam = lam
-        self.discount = discount
-        self._ridge = RidgeArms(lam=lam, discount=discount)
 
     def params(self) -> dict[str, Any]:
-        return {**super().params(), "alpha": self.alpha, "lam": self.lam, "discount": self.discount}
+        return {**super().params(), "alpha": self.alpha}
 
     def _distribution(
         self, x: FloatArray, idx: npt.NDArray[np.intp]
@@ -74,28 +71,3 @@ class LinUCB(Policy):
         scores = mean + self.alpha * width
         probs, _ = greedy_distribution(scores)
         return probs, scores, int(np.argmax(mean))
-
-    def _estimate(self, x: FloatArray, idx: npt.NDArray[np.intp]) -> tuple[FloatArray, FloatArray]:
-        mean, width = self._ridge.predict(x, idx)
-        return mean, 0.5 * width
-
-    def _update(self, k: int, x: FloatArray, reward: float) -> None:
-        self._ridge.update(k, x, reward)
-
-    def _add_arm(self) -> None:
-        self._ridge.add_arm()
-
-    def _grow(self, d: int) -> None:
-        self._ridge.grow(d)
-
-    def _reset_arm(self, k: int) -> None:
-        self._ridge.reset(k)
-
-    def _decay_arm(self, k: int, factor: float) -> None:
-        self._ridge.decay(k, factor)
-
-    def _get_state(self) -> dict[str, Any]:
-        return {"ridge": self._ridge.to_state()}
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        self._ridge.set_state(state["ridge"])

@@ -7,15 +7,15 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from routewise.bandits.base import FloatArray, Policy, register
-from routewise.bandits.ridge import RidgeArms
+from routewise.bandits.base import FloatArray, register
+from routewise.bandits.linear import LinearPolicy
 from routewise.errors import PolicyError
 
 __all__ = ["SquareCB"]
 
 
 @register
-class SquareCB(Policy):
+class SquareCB(LinearPolicy):
     """Inverse-gap weighting of the ridge oracle's predictions, as in VW ``--squarecb``.
 
     With predictions ``ŷ_k = θ_kᵀx (+ optimism·sqrt(xᵀA_k⁻¹x))``, the best ``b = argmax ŷ``
@@ -68,7 +68,7 @@ class SquareCB(Policy):
         floor: float = 0.0,
         seed: int | None = None,
     ) -> None:
-        super().__init__(floor=floor, seed=seed)
+        super().__init__(lam=lam, discount=discount, floor=floor, seed=seed)
         if not gamma_scale >= 0:
             raise PolicyError(f"gamma_scale: must be >= 0, got {gamma_scale!r}")
         if not gamma_exponent >= 0:
@@ -78,10 +78,6 @@ class SquareCB(Policy):
         self.gamma_scale = gamma_scale
         self.gamma_exponent = gamma_exponent
         self.optimism = optimism
-        self.lam = lam
-        self.discount = discount
-        self._ridge = RidgeArms(lam=lam, discount=discount)
-        self._t = 0  # updates so far
 
     def params(self) -> dict[str, Any]:
         return {
@@ -89,8 +85,6 @@ class SquareCB(Policy):
             "gamma_scale": self.gamma_scale,
             "gamma_exponent": self.gamma_exponent,
             "optimism": self.optimism,
-            "lam": self.lam,
-            "discount": self.discount,
         }
 
     @property
@@ -113,30 +107,3 @@ class SquareCB(Policy):
         probs[best] = 0.0
         probs[best] = 1.0 - probs.sum()
         return probs, yhat, best
-
-    def _estimate(self, x: FloatArray, idx: npt.NDArray[np.intp]) -> tuple[FloatArray, FloatArray]:
-        mean, width = self._ridge.predict(x, idx)
-        return mean, 0.5 * width
-
-    def _update(self, k: int, x: FloatArray, reward: float) -> None:
-        self._ridge.update(k, x, reward)
-        self._t += 1
-
-    def _add_arm(self) -> None:
-        self._ridge.add_arm()
-
-    def _grow(self, d: int) -> None:
-        self._ridge.grow(d)
-
-    def _reset_arm(self, k: int) -> None:
-        self._ridge.reset(k)
-
-    def _decay_arm(self, k: int, factor: float) -> None:
-        self._ridge.decay(k, factor)
-
-    def _get_state(self) -> dict[str, Any]:
-        return {"ridge": self._ridge.to_state(), "t": self._t}
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        self._ridge.set_state(state["ridge"])
-        self._t = int(state["t"])
