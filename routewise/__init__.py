@@ -10,7 +10,16 @@ Examples
 True
 """
 
-from routewise.controller import Controller, Decision, FeedbackResult, RankedArm, Status
+from routewise.client import APIError, AsyncClient, Client
+from routewise.controller import (
+    Controller,
+    Decision,
+    FeedbackResult,
+    Guardian,
+    GuardianEvent,
+    RankedArm,
+    Status,
+)
 from routewise.errors import (
     ConfigError,
     FeedbackTooLate,
@@ -28,12 +37,17 @@ from routewise.types import Arm, Mode, Outcome, make_arms
 __version__ = "0.1.0"
 
 __all__ = [
+    "APIError",
     "Arm",
+    "AsyncClient",
+    "Client",
     "ConfigError",
     "Controller",
     "Decision",
     "FeedbackResult",
     "FeedbackTooLate",
+    "Guardian",
+    "GuardianEvent",
     "InvalidContext",
     "InvalidOutcome",
     "Mode",

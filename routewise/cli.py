@@ -169,6 +169,32 @@ def export_trace(
 
 
 @app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Interface to bind (default 127.0.0.1: this machine only).")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="TCP port (default 8787; 0 picks a free one).")] = None,
+    db: Annotated[
+        Path | None,
+        typer.Option("--db", help="SQLite state file (default: the config's 'db', else ./routewise.db)."),
+    ] = None,
+    log_json: Annotated[
+        bool | None,
+        typer.Option("--log-json/--log-console", help="Log format (default: JSON unless stdout is a terminal)."),
+    ] = None,
+) -> None:
+    """Run the HTTP sidecar (decide, feedback, policy, arms, trace, metrics; docs at /docs).
+
+    Set ROUTEWISE_TOKEN to require 'Authorization: Bearer <token>' on every endpoint but
+    /healthz and /readyz. A new store with no arms configured starts with a demo arm set.
+    """
+    from routewise.server import serve as run_server
+
+    run_server(config, host=host, port=port, db=db, log_json=log_json)
+
+
+@app.command()
 def version() -> None:
     """Print the routewise version."""
     from routewise import __version__

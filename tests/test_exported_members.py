@@ -6,12 +6,17 @@ import routewise
 def test_all_is_exactly_the_public_surface() -> None:
     assert sorted(routewise.__all__) == sorted(
         [
+            "APIError",
             "Arm",
+            "AsyncClient",
+            "Client",
             "ConfigError",
             "Controller",
             "Decision",
             "FeedbackResult",
             "FeedbackTooLate",
+            "Guardian",
+            "GuardianEvent",
             "InvalidContext",
             "InvalidOutcome",
             "Mode",

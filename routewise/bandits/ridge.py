@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy.linalg import cho_factor, cho_solve
 from scipy.linalg.blas import dger
 
 from routewise.bandits.base import FloatArray
@@ -165,8 +166,6 @@ class RidgeArms:
                 self.theta[k] = Ai @ self.b[k]
 
     def _refresh(self, k: int) -> None:
-        from scipy.linalg import cho_factor, cho_solve
-
         factor = cho_factor(self.A[k], lower=True, check_finite=False)
         self.A_inv[k] = cho_solve(factor, np.eye(self.d), check_finite=False)
         self.theta[k] = self.A_inv[k] @ self.b[k]

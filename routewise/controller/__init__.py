@@ -9,5 +9,25 @@ from routewise.controller.core import (
     Status,
 )
 from routewise.controller.features import Featurizer
+from routewise.controller.guardian import (
+    ErrorBurstCheck,
+    Guardian,
+    GuardianEvent,
+    LatencyCheck,
+    ValidityCheck,
+)
 
-__all__ = ["DEFAULT_POLICY", "Controller", "Decision", "Featurizer", "FeedbackResult", "RankedArm", "Status"]
+__all__ = [
+    "DEFAULT_POLICY",
+    "Controller",
+    "Decision",
+    "ErrorBurstCheck",
+    "Featurizer",
+    "FeedbackResult",
+    "Guardian",
+    "GuardianEvent",
+    "LatencyCheck",
+    "RankedArm",
+    "Status",
+    "ValidityCheck",
+]

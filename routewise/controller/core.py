@@ -21,6 +21,7 @@ import structlog
 
 from routewise.bandits.base import FloatArray, Policy, make_policy
 from routewise.controller.features import Featurizer
+from routewise.controller.guardian import Guardian, GuardianEvent
 from routewise.controller.stats import ArmStats
 from routewise.errors import (
     ConfigError,
@@ -31,7 +32,7 @@ from routewise.errors import (
     UnknownDecision,
 )
 from routewise.reward import Scalarizer, get_reward
-from routewise.state.base import DecisionRecord, Durability, FeedbackRecord, Store
+from routewise.state.base import DecisionRecord, Durability, EventRecord, FeedbackRecord, Store
 from routewise.state.memory import MemoryStore
 from routewise.state.sqlite import SQLiteStore
 from routewise.types import Arm, Outcome
@@ -58,6 +59,7 @@ def _new_id() -> str:
     scatter B-tree page writes and cost ~30 µs per commit in WAL mode).
     """
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
 
 ArmLike = Arm | str | Mapping[str, Any]
 
@@ -241,7 +243,9 @@ class Controller:
         durability: Durability = "feedback",
         clock: Callable[[], float] = time.time,
         log_decisions: bool = False,
+        log_events: bool = True,
         recent_window: int = 256,
+        guardian: Guardian | bool | None = True,
     ) -> None:
         if reward_wait_s is not None and not (reward_wait_s > 0 and np.isfinite(reward_wait_s)):
             raise ConfigError(
@@ -268,7 +272,17 @@ class Controller:
         self.snapshot_every = snapshot_every
         self.clock = clock
         self.log_decisions = log_decisions
+        self.log_events = log_events
         self.recent_window = recent_window
+        if guardian is True:
+            guardian = Guardian()
+        elif guardian is False or guardian is None:
+            guardian = None
+        elif not isinstance(guardian, Guardian):
+            raise ConfigError(
+                "guardian", f"expected True/False or a Guardian, got {type(guardian).__name__}"
+            )
+        self._guardian: Guardian | None = guardian
 
         self._lock = threading.RLock()
         self._store = _open_store(store, durability)
@@ -349,12 +363,25 @@ class Controller:
         self._features_spec = dict(features) if features is not None else None
         self._featurizer = Featurizer(self._features_spec)
 
+        # the controller's own generator: the Guardian's probe lottery
+        self._rng = np.random.default_rng(np.random.SeedSequence([abs(int(seed)), 0x6A4D]))
+        if self._guardian is not None:
+            self._guardian.add_arms(ids)
+            self._guardian.on_trip = self._on_trip
+        self._replaying = False
+
         self._stats: dict[str, ArmStats] = {}
         self._pending: dict[str, _Pending] = {}
         self._recent: deque[FloatArray] = deque(maxlen=self.recent_window)
         self._since_snapshot = 0
+        # register the arms in config order before replaying, so row positions (and with
+        # them the floating-point results) match the live run's
+        self._policy.add_arms(ids)
         self._restore()
         self._policy.add_arms(ids)
+        # `None` asks the policy for all of *its* arms in *its* order; that is only the active
+        # arm list when the orders agree (a restored or reordered store may differ)
+        self._all: list[str] | None = None if self._policy.arms == ids else ids
         self._save_meta()
         self._closed = False
         if self.log_decisions:
@@ -387,12 +414,28 @@ class Controller:
                 self._policy = Policy.from_state(state["policy"])
                 self._featurizer = Featurizer.from_state(state["featurizer"])
                 self._stats = {k: ArmStats.from_state(v) for k, v in state["stats"].items()}
+                if "rng" in state:
+                    self._rng.bit_generator.state = state["rng"]
+                if self._guardian is not None and state.get("guardian") is not None:
+                    self._guardian.set_state(state["guardian"])
+                    self._guardian.add_arms(self._arm_ids)
             except (KeyError, TypeError) as exc:
                 raise StateError(f"snapshot at seq {seq0} is unreadable ({exc!r})") from None
         self._replayed = 0
+        self._replaying = True
         for kind, rec in self._store.events_since(seq0):
+            if kind == "event":
+                assert isinstance(rec, EventRecord)
+                ev = GuardianEvent.from_dict(rec.event)
+                if self._guardian is not None and ev.source == "operator":
+                    self._guardian.add_arms([ev.arm])
+                    self._guardian.apply_operator(ev)
+                continue
             if kind == "decision":
                 assert isinstance(rec, DecisionRecord)
+                if self._guardian is not None:
+                    self._guardian.add_arms([rec.arm])
+                    self._guardian.tick(rec.ts)
                 self._featurizer.learn(rec.context)
                 self._policy.add_arm(rec.arm)
                 self._policy.ensure_dim(len(rec.features))
@@ -411,8 +454,18 @@ class Controller:
                 self._policy.add_arm(p.arm)
                 self._policy.update(p.arm, p.x, rec.reward)
                 self._stat(p.arm).observe(rec.outcome, rec.reward)
+                if self._guardian is not None and rec.outcome is not None:
+                    self._guardian.add_arms([p.arm])
+                    self._guardian.observe(
+                        p.arm,
+                        valid=bool(rec.outcome["valid"]),
+                        latency_ms=float(rec.outcome["latency_ms"]),
+                        error=rec.outcome.get("error"),
+                        ts=rec.ts,
+                    )
                 self._replayed += 1
                 self._since_snapshot += 1
+        self._replaying = False
         self._seq = max(self._store.max_seq(), seq0)
         for drec in self._store.recent_decisions(self.recent_window):
             self._recent.append(np.asarray(drec.features, dtype=np.float64))
@@ -505,10 +558,11 @@ class Controller:
             if self.reward_wait_s is not None:
                 self._expire(now)
             x = self._featurizer.transform(context)
-            sel = self._policy.select(x, eligible)
+            arm_id, propensity, names, probs, scores, explored, method = self._choose(
+                x, eligible, now
+            )
             self._seq += 1
             did = _new_id()
-            names = eligible if eligible is not None else self._arm_ids
             extra: dict[str, Any] = {}
             if request_id is not None:
                 extra["request_id"] = request_id
@@ -517,27 +571,27 @@ class Controller:
                 seq=self._seq,
                 ts=now,
                 context=dict(context),
-                arm=sel.arm,
-                propensity=sel.propensity,
+                arm=arm_id,
+                propensity=propensity,
                 features=x.tolist(),
                 policy=self._policy.name,
                 reward_spec=None if scal is self._reward else scal.to_dict(),
-                eligible=eligible,
+                eligible=None if names is self._arm_ids else list(names),
                 extra=extra,
             )
             self._store.log_decision(rec)
-            self._pending[did] = _Pending(sel.arm, x, scal, now)
+            self._pending[did] = _Pending(arm_id, x, scal, now)
             self._recent.append(x)
-            self._stat(sel.arm).decisions += 1
+            self._stat(arm_id).decisions += 1
         decision = Decision(
             decision_id=did,
-            arm=self._arm_by_id[sel.arm],
-            propensity=sel.propensity,
-            scores=dict(zip(names, sel.scores.tolist(), strict=True)),
-            probabilities=dict(zip(names, sel.probabilities.tolist(), strict=True)),
-            explored=sel.explored,
+            arm=self._arm_by_id[arm_id],
+            propensity=propensity,
+            scores=dict(zip(names, scores.tolist(), strict=True)),
+            probabilities=dict(zip(names, probs.tolist(), strict=True)),
+            explored=explored,
             policy=self._policy.name,
-            propensity_method=sel.method,
+            propensity_method=method,
             ts=now,
             reward=scal.name,
         )
@@ -545,12 +599,86 @@ class Controller:
             _log.info(
                 "decision",
                 decision_id=did,
-                arm=sel.arm,
-                propensity=round(sel.propensity, 6),
-                explored=sel.explored,
+                arm=arm_id,
+                propensity=round(propensity, 6),
+                explored=explored,
                 policy=self._policy.name,
             )
         return decision
+
+    def _choose(
+        self, x: FloatArray, eligible: list[str] | None, now: float
+    ) -> tuple[str, float, list[str], FloatArray, FloatArray, bool, str]:
+        """Pick an arm: Guardian filtering (pin, quarantine, probe lottery), then the policy.
+
+        The returned distribution is the one the arm was actually drawn from, after every
+        filter, so the logged propensity stays exact for off-policy evaluation.
+        """
+        g = self._guardian
+        if g is None:
+            sel = self._policy.select(x, eligible if eligible is not None else self._all)
+            names = eligible if eligible is not None else self._arm_ids
+            return (
+                sel.arm,
+                sel.propensity,
+                names,
+                sel.probabilities,
+                sel.scores,
+                sel.explored,
+                sel.method,
+            )
+        self._record(g.tick(now))
+        requested = eligible if eligible is not None else self._arm_ids
+        pinned = g.pinned
+        if pinned is not None and pinned in requested:
+            mean, _ = self._policy.estimate(x, [pinned])
+            return pinned, 1.0, [pinned], np.ones(1), mean, False, "exact"
+        serving, probing = g.split(requested)
+        full = len(serving) == len(self._arm_ids)
+        serve_arg = self._all if full else serving
+        names = self._arm_ids if full else serving
+        if not probing:
+            sel = self._policy.select(x, serve_arg)
+            return (
+                sel.arm,
+                sel.propensity,
+                names,
+                sel.probabilities,
+                sel.scores,
+                sel.explored,
+                sel.method,
+            )
+        share = g.probe_share
+        if self._rng.random() < share:
+            probs_p, scores_p, _ = self._policy.distribution(x, serve_arg)
+            arm = probing[int(self._rng.integers(len(probing)))]
+            propensity, explored, method = (
+                share / len(probing),
+                True,
+                self._policy.propensity_method,
+            )
+        else:
+            sel = self._policy.select(x, serve_arg)
+            probs_p, scores_p = sel.probabilities, sel.scores
+            arm, propensity, explored, method = (
+                sel.arm,
+                (1.0 - share) * sel.propensity,
+                sel.explored,
+                sel.method,
+            )
+        mean_probe, _ = self._policy.estimate(x, probing)
+        probs = np.concatenate(
+            [(1.0 - share) * probs_p, np.full(len(probing), share / len(probing))]
+        )
+        return (
+            arm,
+            propensity,
+            [*serving, *probing],
+            probs,
+            np.concatenate([scores_p, mean_probe]),
+            explored,
+            method,
+        )
 
     # ------------------------------------------------------------ feedback
     def feedback(self, decision_id: str, outcome: Outcome | Mapping[str, Any]) -> FeedbackResult:
@@ -627,6 +755,17 @@ class Controller:
         # durable first, then learn: a failed write leaves the policy untouched
         self._policy.update(p.arm, p.x, reward)
         self._stat(p.arm).observe(outcome, reward)
+        if self._guardian is not None and outcome is not None:
+            self._guardian.add_arms([p.arm])
+            self._record(
+                self._guardian.observe(
+                    p.arm,
+                    valid=bool(outcome["valid"]),
+                    latency_ms=float(outcome["latency_ms"]),
+                    error=outcome.get("error"),
+                    ts=now,
+                )
+            )
         self._since_snapshot += 1
         if self._since_snapshot >= self.snapshot_every:
             self.snapshot()
@@ -666,6 +805,79 @@ class Controller:
             self._expire(self.clock())
             return before - len(self._pending)
 
+    # --------------------------------------------------------------- guardian
+    def _on_trip(self, arm: str, factor: float) -> None:
+        """A confirmed change: shrink (or reset) the policy's memory of ``arm`` to re-learn it."""
+        if arm not in self._policy.arms:
+            return
+        if factor <= 0.0:
+            self._policy.reset_arm(arm)
+        elif factor < 1.0:
+            self._policy.decay_arm(arm, factor)
+
+    def _record(self, events: list[GuardianEvent]) -> None:
+        if self._replaying or not events:
+            return
+        for ev in events:
+            self._seq += 1
+            self._store.log_event(EventRecord(self._seq, ev.to_dict()))
+            if self.log_events:
+                _log.warning(
+                    "guardian.transition",
+                    arm=ev.arm,
+                    from_state=ev.from_state,
+                    to_state=ev.to_state,
+                    reason=ev.reason,
+                    evidence=ev.evidence,
+                    source=ev.source,
+                )
+
+    @property
+    def guardian(self) -> Guardian | None:
+        """The Guardian (``None`` when disabled)."""
+        return self._guardian
+
+    def health(self) -> dict[str, str]:
+        """Each active arm's state: ``"healthy"``, ``"quarantined"``, ``"probing"`` or ``"pinned"``."""
+        with self._lock:
+            if self._guardian is None:
+                return dict.fromkeys(self._arm_ids, "healthy")
+            self._record(self._guardian.tick(self.clock()))
+            return {a: self._guardian.state(a) for a in self._arm_ids}
+
+    def events(self, limit: int | None = None) -> list[GuardianEvent]:
+        """Health transitions (time, arm, from, to, reason, evidence), oldest first."""
+        return [GuardianEvent.from_dict(r.event) for r in self._store.list_events(limit)]
+
+    def _operator(self, action: str, arm: ArmLike) -> None:
+        aid = arm if isinstance(arm, str) else Arm.parse(arm).id
+        if aid not in self._arm_by_id:
+            raise UnknownArm(aid, self._arm_ids)
+        if self._guardian is None:
+            raise ConfigError("guardian", f"cannot {action} {aid!r}: the Guardian is disabled")
+        with self._lock:
+            self._check_open()
+            now = self.clock()
+            if action == "pin":
+                events = self._guardian.pin(aid, now)
+            elif action == "quarantine":
+                events = self._guardian.quarantine(aid, now)
+            else:
+                events = self._guardian.release(aid, now)
+            self._record(events)
+
+    def pin(self, arm: ArmLike) -> None:
+        """Send all traffic to ``arm`` (propensity 1) until :meth:`release`."""
+        self._operator("pin", arm)
+
+    def quarantine(self, arm: ArmLike) -> None:
+        """Exclude ``arm`` from selection until :meth:`release`."""
+        self._operator("quarantine", arm)
+
+    def release(self, arm: ArmLike) -> None:
+        """Return ``arm`` to healthy (unpin or unquarantine)."""
+        self._operator("release", arm)
+
     # ---------------------------------------------------------- best policy
     def best_policy(
         self, context: Mapping[str, Any] | None = None, *, arms: Iterable[ArmLike] | None = None
@@ -674,6 +886,8 @@ class Controller:
         averaged over the recent traffic mix (the last ``recent_window`` decisions)."""
         eligible = self._eligible(arms)
         names = eligible if eligible is not None else self._arm_ids
+        if eligible is None:
+            eligible = self._all
         with self._lock:
             if context is not None:
                 x = self._featurizer.transform(context, learn=False)
@@ -700,7 +914,8 @@ class Controller:
     def status(self) -> Status:
         """Per-arm counts, mean reward, validity, latency percentiles and cost."""
         with self._lock:
-            arms = {a: self._stat(a).summary() for a in self._arm_ids}
+            health = self.health()
+            arms = {a: {**self._stat(a).summary(), "health": health[a]} for a in self._arm_ids}
             for a, s in self._stats.items():
                 if a not in arms:
                     arms[a] = {**s.summary(), "retired": True}
@@ -723,6 +938,8 @@ class Controller:
                 "policy": self._policy.to_state(),
                 "featurizer": self._featurizer.to_state(),
                 "stats": {k: v.to_state() for k, v in self._stats.items()},
+                "rng": self._rng.bit_generator.state,
+                "guardian": self._guardian.to_state() if self._guardian is not None else None,
             }
             self._store.save_snapshot(self._seq, state)
             self._since_snapshot = 0

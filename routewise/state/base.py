@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-__all__ = ["DecisionRecord", "Durability", "FeedbackRecord", "Store"]
+__all__ = ["DecisionRecord", "Durability", "EventRecord", "FeedbackRecord", "Store"]
 
 Durability = Literal["always", "feedback", "batch"]
 
@@ -47,6 +47,21 @@ class FeedbackRecord:
     outcome: dict[str, Any] | None
     reward: float
     defaulted: bool = False
+
+
+@dataclass(slots=True)
+class EventRecord:
+    """One Guardian/operator transition: ``event`` is ``GuardianEvent.to_dict()``."""
+
+    seq: int
+    event: dict[str, Any]
+
+
+Event = (
+    tuple[Literal["decision"], DecisionRecord]
+    | tuple[Literal["feedback"], FeedbackRecord]
+    | tuple[Literal["event"], EventRecord]
+)
 
 
 @runtime_checkable
@@ -91,12 +106,17 @@ class Store(Protocol):
         """(seq, state) of the newest snapshot."""
         ...
 
-    def events_since(
-        self, seq: int
-    ) -> Iterator[
-        tuple[Literal["decision"], DecisionRecord] | tuple[Literal["feedback"], FeedbackRecord]
-    ]:
-        """Every decision and feedback with a sequence number > ``seq``, in sequence order."""
+    def log_event(self, rec: EventRecord) -> None:
+        """Append a health transition durably."""
+        ...
+
+    def list_events(self, limit: int | None = None) -> list[EventRecord]:
+        """Health transitions, oldest first (the newest ``limit`` when given)."""
+        ...
+
+    def events_since(self, seq: int) -> Iterator[Event]:
+        """Every decision, feedback and health event with a sequence number > ``seq``, in
+        sequence order."""
         ...
 
     def recent_decisions(self, n: int) -> Sequence[DecisionRecord]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
-from routewise.state.base import DecisionRecord, FeedbackRecord, trace_line
+from routewise.state.base import DecisionRecord, Event, EventRecord, FeedbackRecord, trace_line
 
 __all__ = ["MemoryStore"]
 
@@ -27,7 +27,8 @@ class MemoryStore:
         self._meta: dict[str, Any] | None = None
         self._decisions: dict[str, DecisionRecord] = {}
         self._feedback: dict[str, FeedbackRecord] = {}
-        self._order: list[tuple[int, str, str]] = []  # (seq, kind, decision_id)
+        self._order: list[tuple[int, str, str]] = []  # (seq, kind, decision_id or event index)
+        self._events: list[EventRecord] = []
         self._snapshot: tuple[int, str] | None = None
         self._max_seq = 0
 
@@ -47,6 +48,14 @@ class MemoryStore:
         self._order.append((rec.seq, "f", rec.decision_id))
         self._max_seq = max(self._max_seq, rec.seq)
 
+    def log_event(self, rec: EventRecord) -> None:
+        self._order.append((rec.seq, "e", str(len(self._events))))
+        self._events.append(rec)
+        self._max_seq = max(self._max_seq, rec.seq)
+
+    def list_events(self, limit: int | None = None) -> list[EventRecord]:
+        return list(self._events if limit is None else self._events[-limit:] if limit else [])
+
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
         return self._decisions.get(decision_id)
 
@@ -62,18 +71,16 @@ class MemoryStore:
         seq, text = self._snapshot
         return seq, json.loads(text)
 
-    def events_since(
-        self, seq: int
-    ) -> Iterator[
-        tuple[Literal["decision"], DecisionRecord] | tuple[Literal["feedback"], FeedbackRecord]
-    ]:
+    def events_since(self, seq: int) -> Iterator[Event]:
         for s, kind, did in self._order:
             if s <= seq:
                 continue
             if kind == "d":
                 yield "decision", self._decisions[did]
-            else:
+            elif kind == "f":
                 yield "feedback", self._feedback[did]
+            else:
+                yield "event", self._events[int(did)]
 
     def recent_decisions(self, n: int) -> Sequence[DecisionRecord]:
         out: list[DecisionRecord] = []

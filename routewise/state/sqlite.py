@@ -6,6 +6,7 @@ Schema (created with sqlite-utils, written on the hot path with prepared stateme
     decisions(seq INTEGER PK, decision_id UNIQUE, ts, arm, propensity, policy, context JSON,
               features BLOB float64, reward_spec JSON, eligible JSON, extra JSON)
     feedback(seq INTEGER PK, decision_id UNIQUE, ts, outcome JSON, reward, defaulted)
+    events(seq INTEGER PK, ts, arm, event JSON)  -- Guardian / operator health transitions
     snapshots(seq PK, ts, state JSON)          -- the newest ``keep_snapshots`` are kept
 
 Durability: the database runs in WAL mode with ``synchronous=NORMAL``: a committed
@@ -35,7 +36,14 @@ import numpy as np
 import sqlite_utils
 
 from routewise.errors import ConfigError, StateError
-from routewise.state.base import DecisionRecord, Durability, FeedbackRecord, trace_line
+from routewise.state.base import (
+    DecisionRecord,
+    Durability,
+    Event,
+    EventRecord,
+    FeedbackRecord,
+    trace_line,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -232,6 +240,9 @@ class SQLiteStore:
             if_not_exists=True,
         )
         db.table("feedback").create_index(["decision_id"], unique=True, if_not_exists=True)
+        db.table("events").create(
+            {"seq": int, "ts": float, "arm": str, "event": str}, pk="seq", if_not_exists=True
+        )
         db.table("snapshots").create(
             {"seq": int, "ts": float, "state": str}, pk="seq", if_not_exists=True
         )
@@ -287,6 +298,29 @@ class SQLiteStore:
             self._max_seq = max(self._max_seq, rec.seq)
             if self.durability != "batch" or self._buffered() >= self.batch_size:
                 self._commit()
+
+    def log_event(self, rec: EventRecord) -> None:
+        text = json.dumps(rec.event, separators=(",", ":"))
+        with self._lock:
+            self._check_open()
+            self._max_seq = max(self._max_seq, rec.seq)
+            self._commit(
+                (
+                    "INSERT INTO events (seq, ts, arm, event) VALUES (?, ?, ?, ?)",
+                    (rec.seq, float(rec.event["ts"]), rec.event["arm"], text),
+                )
+            )
+
+    def list_events(self, limit: int | None = None) -> list[EventRecord]:
+        self.flush()
+        with self._lock:
+            if limit is None:
+                rows = self._conn.execute("SELECT seq, event FROM events ORDER BY seq").fetchall()
+            else:
+                rows = self._conn.execute(
+                    "SELECT seq, event FROM events ORDER BY seq DESC LIMIT ?", (limit,)
+                ).fetchall()[::-1]
+        return [EventRecord(int(r[0]), json.loads(r[1])) for r in rows]
 
     def _buffered(self) -> int:
         return len(self._buf_decisions) + len(self._buf_feedback)
@@ -375,11 +409,7 @@ class SQLiteStore:
                 f"store {self.path!r}: snapshot at seq {row[0]} is corrupt ({exc})"
             ) from None
 
-    def events_since(
-        self, seq: int
-    ) -> Iterator[
-        tuple[Literal["decision"], DecisionRecord] | tuple[Literal["feedback"], FeedbackRecord]
-    ]:
+    def events_since(self, seq: int) -> Iterator[Event]:
         self.flush()
         dcur = self._conn.execute(
             f"SELECT {_DECISION_COLS} FROM decisions WHERE seq > ? ORDER BY seq", (seq,)
@@ -388,13 +418,19 @@ class SQLiteStore:
             "SELECT decision_id, seq, ts, outcome, reward, defaulted FROM feedback WHERE seq > ? ORDER BY seq",
             (seq,),
         )
+        ecur = self._conn.execute(
+            "SELECT seq, event FROM events WHERE seq > ? ORDER BY seq", (seq,)
+        )
         drows = ((int(r[1]), 0, "decision", r) for r in dcur)
         frows = ((int(r[1]), 1, "feedback", r) for r in fcur)
-        for _, _, kind, row in heapq.merge(drows, frows):
+        erows = ((int(r[0]), 2, "event", r) for r in ecur)
+        for _, _, kind, row in heapq.merge(drows, frows, erows):
             if kind == "decision":
                 yield "decision", _decision_from_row(row)
-            else:
+            elif kind == "feedback":
                 yield "feedback", _feedback_from_row(row)
+            else:
+                yield "event", EventRecord(int(row[0]), json.loads(row[1]))
 
     def recent_decisions(self, n: int) -> Sequence[DecisionRecord]:
         self.flush()

@@ -1,0 +1,670 @@
+"""The Guardian: per-arm health, change detection, quarantine, probing and operator overrides.
+
+A bandit's estimates average over the past, so it reacts slowly when a backend degrades. The
+Guardian watches every arm's live feedback and acts at once, like a circuit breaker::
+
+    healthy ──trip──► quarantined ──cooldown──► probing ──probe window ok──► healthy
+                           ▲                        │
+                           └──── probe window bad ──┘   (cooldown doubles: backoff)
+
+    pinned: an operator forces all traffic to one arm (until released).
+
+Checks are small composable callables with one signature (``check(health, obs) -> Trip | None``,
+HOUSE_STYLE 8). The defaults follow the seed design — latency above 1.2× its baseline,
+correctness below 0.95× its baseline — guarded against noise:
+
+* :class:`LatencyCheck` — a one-sided CUSUM (Page 1954) on standardized log-latency, designed
+  for a shift of ``log(design_ratio)`` and confirmed by the practical rule (recent geometric
+  mean latency > ``ratio`` × baseline).
+* :class:`ValidityCheck` — a Bernoulli log-likelihood-ratio CUSUM for a drop of the validity
+  rate from its baseline ``p0`` to ``p0 − design_drop``, confirmed by the practical rule (recent
+  validity < ``ratio`` × baseline).
+* :class:`ErrorBurstCheck` — trips at once on ``consecutive`` failures in a row or an error rate
+  of ``rate`` over the last ``window`` outcomes (circuit-breaker style).
+
+Baselines are established after ``min_samples`` observations and then track slowly
+(exponentially weighted, only while the arm is healthy and not under suspicion). All state is
+plain JSON (snapshots, exact restore), which is why the detectors are written here rather
+than taken from river (whose detectors are neither JSON-serializable nor mergeable).
+
+Examples
+--------
+>>> g = Guardian(min_samples=20)
+>>> g.add_arms(["a/direct_emit", "b/direct_emit"])
+>>> for i in range(60):
+...     _ = g.observe("a/direct_emit", valid=True, latency_ms=100.0 + i % 7, error=None, ts=float(i))
+>>> events = []
+>>> for i in range(60, 120):
+...     events += g.observe("a/direct_emit", valid=True, latency_ms=400.0, error=None, ts=float(i))
+>>> events[0].to_state, events[0].reason
+('quarantined', 'latency')
+>>> g.state("a/direct_emit")
+'quarantined'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+from routewise.errors import ConfigError, UnknownArm
+
+__all__ = [
+    "ArmHealth",
+    "Check",
+    "ErrorBurstCheck",
+    "Guardian",
+    "GuardianEvent",
+    "HealthState",
+    "LatencyCheck",
+    "Observation",
+    "Trip",
+    "ValidityCheck",
+]
+
+HealthState = Literal["healthy", "quarantined", "probing", "pinned"]
+_STATES = ("healthy", "quarantined", "probing", "pinned")
+
+
+@dataclass(slots=True)
+class Observation:
+    """One outcome as the Guardian sees it."""
+
+    valid: bool
+    latency_ms: float
+    error: str | None
+    ts: float
+
+
+@dataclass(slots=True, frozen=True)
+class Trip:
+    """A check's verdict that an arm degraded, with the numbers that tripped it."""
+
+    reason: str
+    evidence: dict[str, float]
+
+
+@dataclass(slots=True, frozen=True)
+class GuardianEvent:
+    """One state transition of one arm (also kept in the store and logged)."""
+
+    ts: float
+    arm: str
+    from_state: str
+    to_state: str
+    reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    source: Literal["guardian", "operator"] = "guardian"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ts": self.ts,
+            "arm": self.arm,
+            "from": self.from_state,
+            "to": self.to_state,
+            "reason": self.reason,
+            "evidence": self.evidence,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GuardianEvent:
+        return cls(
+            ts=float(d["ts"]),
+            arm=d["arm"],
+            from_state=d["from"],
+            to_state=d["to"],
+            reason=d["reason"],
+            evidence=dict(d.get("evidence") or {}),
+            source=d.get("source", "guardian"),
+        )
+
+
+@dataclass
+class ArmHealth:
+    """Running health statistics of one arm (plain JSON via :meth:`to_state`)."""
+
+    state: str = "healthy"
+    n: int = 0  # observations since the last (re)baseline
+    # baselines (established after min_samples observations)
+    base_ready: bool = False
+    base_loglat: float = 0.0
+    base_loglat_var: float = 0.0
+    base_valid: float = 0.0
+    base_n: float = 0.0  # effective sample size behind the baseline (caps at 1/slow_alpha)
+    lag: list[list[Any]] = field(default_factory=list)  # recent [log-latency|None, valid]
+    # warm-up accumulators (Welford) for the baseline
+    warm_n: int = 0
+    warm_mean: float = 0.0
+    warm_m2: float = 0.0
+    warm_valid: float = 0.0
+    # recent (fast EWMA) estimates
+    recent_loglat: float = 0.0
+    recent_valid: float = 1.0
+    # change detectors
+    cusum_lat: float = 0.0
+    cusum_valid: float = 0.0
+    # circuit breaker
+    consecutive_errors: int = 0
+    recent_errors: list[int] = field(default_factory=list)
+    # quarantine / probing bookkeeping
+    until: float = 0.0
+    trips: int = 0
+    probe_n: int = 0
+    probe_valid: int = 0
+    probe_errors: int = 0
+    probe_loglat_sum: float = 0.0
+
+    def to_state(self) -> dict[str, Any]:
+        d = asdict(self)
+        if math.isinf(d["until"]):
+            d["until"] = None  # strict JSON has no infinity: quarantined until released
+        return d
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> ArmHealth:
+        return cls(**s)
+
+    def rebaseline(self) -> None:
+        """Forget the baseline and the detectors (after a confirmed change and recovery)."""
+        fresh = ArmHealth(state=self.state, until=self.until, trips=self.trips)
+        for name in (
+            "n",
+            "base_ready",
+            "warm_n",
+            "warm_mean",
+            "warm_m2",
+            "warm_valid",
+            "cusum_lat",
+            "cusum_valid",
+        ):
+            setattr(self, name, getattr(fresh, name))
+        self.consecutive_errors = 0
+        self.recent_errors = []
+
+
+class Check(Protocol):
+    """A composable health check: look at an arm's health after an observation."""
+
+    def __call__(self, health: ArmHealth, obs: Observation) -> Trip | None: ...
+
+
+def _log_latency(ms: float) -> float:
+    return math.log(max(ms, 0.01))
+
+
+class LatencyCheck:
+    """Trip when log-latency rose: CUSUM for a ``design_ratio`` shift, confirmed by the
+    recent geometric-mean latency exceeding ``ratio`` × baseline.
+
+    Examples
+    --------
+    >>> LatencyCheck().ratio
+    1.2
+    """
+
+    def __init__(
+        self, ratio: float = 1.2, design_ratio: float = 1.5, threshold: float = 20.0
+    ) -> None:
+        if not ratio > 1.0 or not design_ratio > 1.0:
+            raise ConfigError("guardian.latency", "ratio and design_ratio must be > 1")
+        if not threshold > 0:
+            raise ConfigError("guardian.latency.threshold", f"must be > 0, got {threshold!r}")
+        self.ratio = ratio
+        self.design_ratio = design_ratio
+        self.threshold = threshold
+
+    def __call__(self, health: ArmHealth, obs: Observation) -> Trip | None:
+        if not health.base_ready or obs.error is not None:
+            return None
+        sd = math.sqrt(max(health.base_loglat_var, 1e-4))
+        # conservative baseline: one standard error above the estimate, so a baseline learned
+        # from few samples does not make ordinary noise look like a shift
+        base = health.base_loglat + sd / math.sqrt(max(health.base_n, 1.0))
+        shift = math.log(self.design_ratio) / sd
+        z = (_log_latency(obs.latency_ms) - base) / sd
+        health.cusum_lat = max(0.0, health.cusum_lat + z - shift / 2.0)
+        excess = health.recent_loglat - health.base_loglat
+        if health.cusum_lat > self.threshold and excess > math.log(self.ratio):
+            return Trip(
+                "latency",
+                {
+                    "cusum": round(health.cusum_lat, 3),
+                    "recent_latency_ms": round(math.exp(health.recent_loglat), 3),
+                    "baseline_latency_ms": round(math.exp(health.base_loglat), 3),
+                    "ratio": round(math.exp(excess), 3),
+                },
+            )
+        return None
+
+
+class ValidityCheck:
+    """Trip when the validity rate fell: Bernoulli CUSUM for a drop to ``p0 − design_drop``,
+    confirmed by recent validity below ``ratio`` × baseline.
+
+    Examples
+    --------
+    >>> ValidityCheck().ratio
+    0.95
+    """
+
+    def __init__(
+        self, ratio: float = 0.95, design_drop: float = 0.15, threshold: float = 12.0
+    ) -> None:
+        if not 0 < ratio < 1:
+            raise ConfigError("guardian.validity.ratio", f"must be in (0, 1), got {ratio!r}")
+        if not 0 < design_drop < 1:
+            raise ConfigError(
+                "guardian.validity.design_drop", f"must be in (0, 1), got {design_drop!r}"
+            )
+        if not threshold > 0:
+            raise ConfigError("guardian.validity.threshold", f"must be > 0, got {threshold!r}")
+        self.ratio = ratio
+        self.design_drop = design_drop
+        self.threshold = threshold
+
+    def __call__(self, health: ArmHealth, obs: Observation) -> Trip | None:
+        if not health.base_ready:
+            return None
+        # conservative baseline: one standard error below the estimate (see LatencyCheck)
+        pb = health.base_valid
+        p0 = pb - math.sqrt(max(pb * (1.0 - pb), 1e-4) / max(health.base_n, 1.0))
+        p0 = min(max(p0, 0.02), 0.995)
+        p1 = max(p0 - self.design_drop, 0.005)
+        y = obs.valid and obs.error is None
+        llr = math.log(p1 / p0) if y else math.log((1.0 - p1) / (1.0 - p0))
+        health.cusum_valid = max(0.0, health.cusum_valid + llr)
+        if health.cusum_valid > self.threshold and health.recent_valid < self.ratio * p0:
+            return Trip(
+                "validity",
+                {
+                    "cusum_llr": round(health.cusum_valid, 3),
+                    "recent_validity": round(health.recent_valid, 4),
+                    "baseline_validity": round(p0, 4),
+                },
+            )
+        return None
+
+
+class ErrorBurstCheck:
+    """Trip at once on ``consecutive`` errors in a row, or ``rate`` errors over ``window``.
+
+    Examples
+    --------
+    >>> ErrorBurstCheck().consecutive
+    5
+    """
+
+    def __init__(self, consecutive: int = 5, window: int = 20, rate: float = 0.5) -> None:
+        if consecutive < 1 or window < 1 or not 0 < rate <= 1:
+            raise ConfigError("guardian.errors", "consecutive, window >= 1 and rate in (0, 1]")
+        self.consecutive = consecutive
+        self.window = window
+        self.rate = rate
+
+    def __call__(self, health: ArmHealth, obs: Observation) -> Trip | None:
+        if health.consecutive_errors >= self.consecutive:
+            return Trip("error_burst", {"consecutive_errors": health.consecutive_errors})
+        w = health.recent_errors[-self.window :]
+        if len(w) >= self.window and sum(w) / len(w) >= self.rate:
+            return Trip("error_rate", {"error_rate": round(sum(w) / len(w), 4), "window": len(w)})
+        return None
+
+
+def default_checks() -> list[Check]:
+    """The default rule set: latency, validity and error-burst checks."""
+    return [ErrorBurstCheck(), LatencyCheck(), ValidityCheck()]
+
+
+class Guardian:
+    """Watches every arm and excludes degraded ones from selection.
+
+    Parameters
+    ----------
+    checks
+        The health checks (default: :func:`default_checks`).
+    min_samples
+        Observations needed before an arm's baseline exists (and checks other than error
+        bursts can trip).
+    cooldown_s
+        Quarantine duration before probing; doubles with every repeated trip (backoff), up to
+        ``max_cooldown_s``.
+    probe_share
+        Share of decisions that go to probing arms.
+    probe_n
+        Probe observations needed to decide whether a probing arm recovered.
+    max_out_share
+        At most this share of the arms may be quarantined at once (never all of them).
+    decay_on_trip
+        Factor ∈ [0, 1] the policy's memory of a tripped arm is scaled by (0 resets it), so it
+        re-learns the arm after the change.
+    fast_alpha, slow_alpha
+        EWMA weights of the recent estimates and of the baseline tracking.
+    baseline_lag
+        The baseline learns from observations this many steps old (a change is caught before
+        it leaks into the baseline).
+    """
+
+    def __init__(
+        self,
+        checks: Sequence[Check] | None = None,
+        *,
+        min_samples: int = 50,
+        cooldown_s: float = 30.0,
+        max_cooldown_s: float = 3600.0,
+        probe_share: float = 0.05,
+        probe_n: int = 30,
+        max_out_share: float = 0.5,
+        decay_on_trip: float = 0.1,
+        fast_alpha: float = 0.05,
+        slow_alpha: float = 0.002,
+        baseline_lag: int = 100,
+    ) -> None:
+        if min_samples < 2:
+            raise ConfigError("guardian.min_samples", f"must be >= 2, got {min_samples!r}")
+        if not cooldown_s > 0 or not max_cooldown_s >= cooldown_s:
+            raise ConfigError("guardian.cooldown_s", "must be > 0 and <= max_cooldown_s")
+        if not 0 < probe_share < 1:
+            raise ConfigError("guardian.probe_share", f"must be in (0, 1), got {probe_share!r}")
+        if probe_n < 1:
+            raise ConfigError("guardian.probe_n", f"must be >= 1, got {probe_n!r}")
+        if not 0 < max_out_share < 1:
+            raise ConfigError("guardian.max_out_share", f"must be in (0, 1), got {max_out_share!r}")
+        if not 0 <= decay_on_trip <= 1:
+            raise ConfigError("guardian.decay_on_trip", f"must be in [0, 1], got {decay_on_trip!r}")
+        self.checks: list[Check] = list(checks) if checks is not None else default_checks()
+        self.min_samples = min_samples
+        self.cooldown_s = cooldown_s
+        self.max_cooldown_s = max_cooldown_s
+        self.probe_share = probe_share
+        self.probe_n = probe_n
+        self.max_out_share = max_out_share
+        self.decay_on_trip = decay_on_trip
+        self.fast_alpha = fast_alpha
+        self.slow_alpha = slow_alpha
+        self.baseline_lag = baseline_lag
+        self._health: dict[str, ArmHealth] = {}
+        self._pinned: str | None = None
+        #: called with (arm, factor) when a trip should shrink the policy's memory of an arm
+        self.on_trip: Callable[[str, float], None] | None = None
+
+    # ------------------------------------------------------------------ arms
+    def add_arms(self, arms: Iterable[str]) -> None:
+        for a in arms:
+            self._health.setdefault(a, ArmHealth())
+
+    def _h(self, arm: str) -> ArmHealth:
+        h = self._health.get(arm)
+        if h is None:
+            raise UnknownArm(arm, list(self._health))
+        return h
+
+    def state(self, arm: str) -> str:
+        """``"healthy"``, ``"quarantined"``, ``"probing"`` or ``"pinned"``."""
+        if self._pinned == arm:
+            return "pinned"
+        return self._h(arm).state
+
+    def health(self) -> dict[str, str]:
+        return {a: self.state(a) for a in self._health}
+
+    def arm_health(self, arm: str) -> ArmHealth:
+        """The live statistics of one arm (read-only use)."""
+        return self._h(arm)
+
+    @property
+    def pinned(self) -> str | None:
+        return self._pinned
+
+    # ------------------------------------------------------------- routing
+    def tick(self, now: float) -> list[GuardianEvent]:
+        """Move quarantined arms whose cooldown ended to probing."""
+        events: list[GuardianEvent] = []
+        for arm, h in self._health.items():
+            if h.state == "quarantined" and now >= h.until:
+                h.state = "probing"
+                h.probe_n = h.probe_valid = h.probe_errors = 0
+                h.probe_loglat_sum = 0.0
+                events.append(
+                    GuardianEvent(
+                        now, arm, "quarantined", "probing", "cooldown_elapsed", {"trips": h.trips}
+                    )
+                )
+        return events
+
+    def split(self, arms: Sequence[str]) -> tuple[list[str], list[str]]:
+        """(serving arms, probing arms) among ``arms``; never leaves nothing to serve."""
+        serving = (
+            [a for a in arms if self._health[a].state == "healthy"] if self._health else list(arms)
+        )
+        probing = [a for a in arms if self._health[a].state == "probing"]
+        if not serving:
+            # everything requested is out: serve the least bad (probing first, then all)
+            return (probing or list(arms)), []
+        return serving, probing
+
+    # ------------------------------------------------------------ learning
+    def observe(
+        self, arm: str, *, valid: bool, latency_ms: float, error: str | None, ts: float
+    ) -> list[GuardianEvent]:
+        """Feed one outcome of ``arm``; returns the transitions it caused."""
+        h = self._h(arm)
+        obs = Observation(valid, latency_ms, error, ts)
+        y = 1.0 if (valid and error is None) else 0.0
+        is_err = error is not None
+        h.consecutive_errors = h.consecutive_errors + 1 if is_err else 0
+        h.recent_errors.append(1 if is_err else 0)
+        if len(h.recent_errors) > 64:
+            del h.recent_errors[: len(h.recent_errors) - 64]
+        ll = _log_latency(latency_ms)
+        a = self.fast_alpha
+        if h.n == 0:
+            h.recent_loglat, h.recent_valid = ll, y
+        elif not is_err:
+            h.recent_loglat += a * (ll - h.recent_loglat)
+        h.recent_valid += a * (y - h.recent_valid) if h.n else 0.0
+        h.n += 1
+
+        if h.state == "probing":
+            return self._probe(arm, h, ll, y, is_err, ts)
+        if h.state != "healthy":
+            return []
+
+        # baseline: warm-up, then slow tracking while not under suspicion
+        if not h.base_ready:
+            if not is_err:
+                h.warm_n += 1
+                d = ll - h.warm_mean
+                h.warm_mean += d / h.warm_n
+                h.warm_m2 += d * (ll - h.warm_mean)
+            h.warm_valid += y
+            if h.warm_n >= self.min_samples:
+                h.base_ready = True
+                h.base_loglat = h.warm_mean
+                h.base_loglat_var = h.warm_m2 / max(h.warm_n - 1, 1)
+                # Jeffreys-smoothed, so a lucky warm-up never sets a baseline of exactly 1
+                h.base_valid = (h.warm_valid + 0.5) / (h.n + 1.0)
+                h.base_n = float(h.warm_n)
+                h.recent_loglat, h.recent_valid = h.base_loglat, h.base_valid
+        for check in self.checks:
+            trip = check(h, obs)
+            if trip is not None:
+                return self._trip(arm, h, trip, ts)
+        if h.base_ready:
+            # The baseline learns from observations `baseline_lag` steps old, so a change is
+            # detected before it can leak into the baseline (and no selection bias: every
+            # observation of a healthy arm eventually counts). Running mean while the baseline
+            # is young, then slow exponential tracking.
+            h.lag.append([None if is_err else ll, y])
+            if len(h.lag) > self.baseline_lag:
+                old_ll, old_y = h.lag.pop(0)
+                h.base_n = min(h.base_n + 1.0, 1.0 / self.slow_alpha)
+                s = 1.0 / h.base_n
+                if old_ll is not None:
+                    d = old_ll - h.base_loglat
+                    h.base_loglat += s * d
+                    h.base_loglat_var = (1 - s) * (h.base_loglat_var + s * d * d)
+                h.base_valid += s * (old_y - h.base_valid)
+        return []
+
+    def _out_count(self) -> int:
+        return sum(1 for h in self._health.values() if h.state in ("quarantined", "probing"))
+
+    def _trip(self, arm: str, h: ArmHealth, trip: Trip, ts: float) -> list[GuardianEvent]:
+        cap = max(1, math.floor(self.max_out_share * len(self._health)))
+        if self._out_count() >= cap:
+            h.cusum_lat = h.cusum_valid = 0.0
+            return [
+                GuardianEvent(
+                    ts,
+                    arm,
+                    "healthy",
+                    "healthy",
+                    f"{trip.reason}:cap_reached",
+                    {**trip.evidence, "cap": cap},
+                )
+            ]
+        cooldown = min(self.cooldown_s * 2.0**h.trips, self.max_cooldown_s)
+        h.trips += 1
+        h.state = "quarantined"
+        h.until = ts + cooldown
+        h.cusum_lat = h.cusum_valid = 0.0
+        h.consecutive_errors = 0
+        h.recent_errors = []
+        h.lag = []  # what led to the trip must not become the baseline
+        if self.on_trip is not None:
+            self.on_trip(arm, self.decay_on_trip)
+        return [
+            GuardianEvent(
+                ts,
+                arm,
+                "healthy",
+                "quarantined",
+                trip.reason,
+                {**trip.evidence, "cooldown_s": cooldown},
+            )
+        ]
+
+    def _probe(
+        self, arm: str, h: ArmHealth, ll: float, y: float, is_err: bool, ts: float
+    ) -> list[GuardianEvent]:
+        h.probe_n += 1
+        h.probe_valid += int(y)
+        h.probe_errors += int(is_err)
+        if not is_err:
+            h.probe_loglat_sum += ll
+        if h.probe_n < self.probe_n:
+            return []
+        ok_n = h.probe_n - h.probe_errors
+        validity = h.probe_valid / h.probe_n
+        error_rate = h.probe_errors / h.probe_n
+        mean_ll = h.probe_loglat_sum / ok_n if ok_n else float("inf")
+        lat_ok = (not h.base_ready) or mean_ll - h.base_loglat <= math.log(1.2)
+        # validity: allow sampling noise of the probe window (2 standard errors)
+        p0 = h.base_valid if h.base_ready else 0.0
+        se = math.sqrt(max(p0 * (1 - p0), 1e-6) / h.probe_n)
+        valid_ok = (not h.base_ready) or validity >= 0.95 * p0 - 2 * se
+        evidence = {
+            "probe_n": h.probe_n,
+            "validity": round(validity, 4),
+            "error_rate": round(error_rate, 4),
+            "latency_ms": round(math.exp(mean_ll), 3) if ok_n else None,
+        }
+        if lat_ok and valid_ok and error_rate < 0.5:
+            h.state = "healthy"
+            h.trips = max(h.trips - 1, 0)
+            h.cusum_lat = h.cusum_valid = 0.0
+            h.recent_loglat = mean_ll if ok_n else h.recent_loglat
+            h.recent_valid = validity
+            return [GuardianEvent(ts, arm, "probing", "healthy", "probe_passed", evidence)]
+        cooldown = min(self.cooldown_s * 2.0**h.trips, self.max_cooldown_s)
+        h.trips += 1
+        h.state = "quarantined"
+        h.until = ts + cooldown
+        return [
+            GuardianEvent(
+                ts,
+                arm,
+                "probing",
+                "quarantined",
+                "probe_failed",
+                {**evidence, "cooldown_s": cooldown},
+            )
+        ]
+
+    # ------------------------------------------------------------ operator
+    def pin(self, arm: str, ts: float) -> list[GuardianEvent]:
+        """Send all traffic to ``arm`` until released."""
+        prev = self.state(arm)
+        old = self._pinned
+        events = []
+        if old is not None and old != arm:
+            events.append(
+                GuardianEvent(ts, old, "pinned", self._h(old).state, "unpinned", {}, "operator")
+            )
+        self._pinned = arm
+        events.append(GuardianEvent(ts, arm, prev, "pinned", "operator_pin", {}, "operator"))
+        return events
+
+    def quarantine(self, arm: str, ts: float, until: float | None = None) -> list[GuardianEvent]:
+        """Exclude ``arm`` (until released, or until ``until``)."""
+        h = self._h(arm)
+        prev = self.state(arm)
+        if self._pinned == arm:
+            self._pinned = None
+        h.state = "quarantined"
+        h.until = until if until is not None else math.inf
+        return [GuardianEvent(ts, arm, prev, "quarantined", "operator_quarantine", {}, "operator")]
+
+    def release(self, arm: str, ts: float) -> list[GuardianEvent]:
+        """Return ``arm`` to healthy (unpin / unquarantine) and forget its detectors' history."""
+        h = self._h(arm)
+        prev = self.state(arm)
+        if self._pinned == arm:
+            self._pinned = None
+        h.state = "healthy"
+        h.until = 0.0
+        h.cusum_lat = h.cusum_valid = 0.0
+        h.consecutive_errors = 0
+        h.recent_errors = []
+        return [GuardianEvent(ts, arm, prev, "healthy", "operator_release", {}, "operator")]
+
+    def apply_operator(self, event: GuardianEvent) -> None:
+        """Re-apply a logged operator event (restart replay)."""
+        if event.reason == "operator_pin":
+            self.pin(event.arm, event.ts)
+        elif event.reason == "operator_quarantine":
+            self.quarantine(event.arm, event.ts, until=None)
+        elif event.reason == "operator_release":
+            self.release(event.arm, event.ts)
+
+    # --------------------------------------------------------------- state
+    def params(self) -> dict[str, Any]:
+        return {
+            "min_samples": self.min_samples,
+            "cooldown_s": self.cooldown_s,
+            "max_cooldown_s": self.max_cooldown_s,
+            "probe_share": self.probe_share,
+            "probe_n": self.probe_n,
+            "max_out_share": self.max_out_share,
+            "decay_on_trip": self.decay_on_trip,
+            "fast_alpha": self.fast_alpha,
+            "slow_alpha": self.slow_alpha,
+            "baseline_lag": self.baseline_lag,
+        }
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "pinned": self._pinned,
+            "arms": {a: h.to_state() for a, h in self._health.items()},
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._pinned = state.get("pinned")
+        for a, s in state["arms"].items():
+            hs = dict(s)
+            if hs.get("until") is None:
+                hs["until"] = math.inf
+            self._health[a] = ArmHealth.from_state(hs)
