@@ -124,6 +124,9 @@ def run_controller(
     guardian: bool,
     change_at: int | None = None,
     after: int = 0,
+    drop: float = 0.5,
+    latency_mult: float = 3.0,
+    degrade: bool = True,
 ) -> dict[str, Any]:
     arms, models = twelve_arms()
     reward = get_reward("balanced")
@@ -140,10 +143,11 @@ def run_controller(
     regret_after = 0.0
     for r in range(rounds):
         clock.t += 0.05  # 20 requests per second
-        if change_at is not None and r == change_at:
+        if degrade and change_at is not None and r == change_at:
             best = int(np.bincount(recent[-500:], minlength=len(arms)).argmax())
             degraded[best] = ArmModel(
-                validity=max(models[best].validity - 0.5, 0.0), median_ms=models[best].median_ms * 3
+                validity=max(models[best].validity - drop, 0.0),
+                median_ms=models[best].median_ms * latency_mult,
             )
             exp_after[best] = degraded[best].expected_reward(reward, erng, 4000)
         changed = change_at is not None and r >= change_at
@@ -153,7 +157,7 @@ def run_controller(
         k = idx[d.arm.id]
         recent.append(k)
         ctl.feedback(d.decision_id, env[k].sample(rng))
-        if changed and change_at is not None and r < change_at + after:
+        if change_at is not None and change_at <= r < change_at + after:
             regret_after += float(exp.max() - exp[k])
     quarantines = sum(
         1 for e in ctl.events() if e.to_state == "quarantined" and e.source == "guardian"
@@ -187,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--change-at", type=int, default=3000, help="round of the degradation")
     ap.add_argument(
         "--after", type=int, default=5000, help="rounds after the change counted as regret"
+    )
+    ap.add_argument("--drop", type=float, default=0.5, help="validity drop of the degraded arm")
+    ap.add_argument(
+        "--latency-mult", type=float, default=3.0, help="latency factor of the degraded arm"
     )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -251,14 +259,29 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     rounds = args.change_at + args.after
     with_g, without_g, tripped = [], [], 0
+    base_on, base_off = [], []
     for s in range(args.seeds):
-        a = run_controller(s, rounds, True, args.change_at, args.after)
-        b = run_controller(s, rounds, False, args.change_at, args.after)
+        # the same seeds without any degradation: the policy's own exploration regret
+        for flag, acc in ((True, base_on), (False, base_off)):
+            res = run_controller(s, rounds, flag, args.change_at, args.after, degrade=False)
+            acc.append(res["regret_after"])
+        a = run_controller(
+            s, rounds, True, args.change_at, args.after, args.drop, args.latency_mult
+        )
+        b = run_controller(
+            s, rounds, False, args.change_at, args.after, args.drop, args.latency_mult
+        )
         with_g.append(a["regret_after"])
         without_g.append(b["regret_after"])
         tripped += int(a["tripped_best"])
     ratio = float(np.mean(with_g) / np.mean(without_g)) if np.mean(without_g) > 0 else float("nan")
+    excess_on = float(np.mean(with_g) - np.mean(base_on))
+    excess_off = float(np.mean(without_g) - np.mean(base_off))
+    excess_ratio = excess_on / excess_off if excess_off > 0 else float("nan")
     results["regret_after_degradation"] = {
+        "no_degradation_with_guardian": base_on,
+        "no_degradation_without_guardian": base_off,
+        "excess_ratio": excess_ratio,
         "with_guardian": with_g,
         "without_guardian": without_g,
         "ratio_of_means": ratio,
@@ -276,6 +299,12 @@ def main(argv: list[str] | None = None) -> int:
         "default", "off", f"{np.mean(without_g):.1f}", f"{np.std(without_g):.1f}", "1.00", ""
     )
     console.print(table)
+    console.print(
+        f"same seeds without a degradation: regret {np.mean(base_on):.1f} (Guardian on) / "
+        f"{np.mean(base_off):.1f} (off) — the policy's own exploration cost. Excess regret caused "
+        f"by the degradation: {excess_on:.1f} with vs {excess_off:.1f} without the Guardian "
+        f"(ratio {excess_ratio:.2f})."
+    )
     console.print(
         f"degraded arm quarantined in {tripped}/{args.seeds} seeds; [dim]{time.perf_counter() - t0:.1f} s[/]"
     )

@@ -45,7 +45,9 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
     return str(v)
 
 
-def _open_existing(db: Path | None, config: Path | None) -> Any:
+def _open_existing(db: Path | None, config: Path | None, *, read_only: bool = True) -> Any:
+    """Open an existing store. Queries open it read-only (safe next to a running sidecar);
+    operator actions open it for writing (refused while a sidecar holds it: use --url)."""
     from routewise.config import load_settings
 
     settings = load_settings(config, db=str(db) if db is not None else None)
@@ -53,7 +55,28 @@ def _open_existing(db: Path | None, config: Path | None) -> Any:
         raise ConfigError("db", "no state file given (use --db PATH or set 'db' in the config)")
     if not Path(settings.db).is_file():
         raise ConfigError("db", f"{settings.db!r} does not exist")
-    return settings.build_controller()
+    return settings.build_controller(read_only=read_only, log_events=False)
+
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="A running sidecar to send the command to, e.g. http://127.0.0.1:8787 "
+        "(token from ROUTEWISE_TOKEN).",
+    ),
+]
+
+
+def _client(url: str) -> Any:
+    import os
+
+    from routewise.client import Client
+
+    return Client(url, token=os.environ.get("ROUTEWISE_TOKEN"))
+
+
+_STATE_STYLE = {"healthy": "green", "quarantined": "red", "probing": "yellow", "pinned": "cyan"}
 
 
 @app.command()
@@ -172,16 +195,24 @@ def export_trace(
 def serve(
     config: ConfigOption = None,
     host: Annotated[
-        str | None, typer.Option("--host", help="Interface to bind (default 127.0.0.1: this machine only).")
+        str | None,
+        typer.Option("--host", help="Interface to bind (default 127.0.0.1: this machine only)."),
     ] = None,
-    port: Annotated[int | None, typer.Option("--port", help="TCP port (default 8787; 0 picks a free one).")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="TCP port (default 8787; 0 picks a free one).")
+    ] = None,
     db: Annotated[
         Path | None,
-        typer.Option("--db", help="SQLite state file (default: the config's 'db', else ./routewise.db)."),
+        typer.Option(
+            "--db", help="SQLite state file (default: the config's 'db', else ./routewise.db)."
+        ),
     ] = None,
     log_json: Annotated[
         bool | None,
-        typer.Option("--log-json/--log-console", help="Log format (default: JSON unless stdout is a terminal)."),
+        typer.Option(
+            "--log-json/--log-console",
+            help="Log format (default: JSON unless stdout is a terminal).",
+        ),
     ] = None,
 ) -> None:
     """Run the HTTP sidecar (decide, feedback, policy, arms, trace, metrics; docs at /docs).
@@ -192,6 +223,112 @@ def serve(
     from routewise.server import serve as run_server
 
     run_server(config, host=host, port=port, db=db, log_json=log_json)
+
+
+@app.command()
+def health(
+    db: DbOption = None,
+    config: ConfigOption = None,
+    url: UrlOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print each arm's Guardian state (healthy, quarantined, probing, pinned)."""
+    if url is not None:
+        with _client(url) as client:
+            states = client.health()
+    else:
+        with _open_existing(db, config) as ctl:
+            states = ctl.health()
+    if as_json:
+        console.print_json(json.dumps(states))
+        return
+    table = Table(title="Arm health")
+    table.add_column("arm")
+    table.add_column("state")
+    for arm_id, st in states.items():
+        if not isinstance(st, str):
+            continue
+        table.add_row(arm_id, f"[{_STATE_STYLE.get(st, 'white')}]{st}[/]")
+    console.print(table)
+
+
+@app.command()
+def events(
+    db: DbOption = None,
+    config: ConfigOption = None,
+    url: UrlOption = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Only the newest N events.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print the Guardian's and operators' health transitions, oldest first."""
+    import datetime as dt
+
+    if url is not None:
+        with _client(url) as client:
+            rows = [e if isinstance(e, dict) else e.to_dict() for e in client.events(limit=limit)]
+    else:
+        with _open_existing(db, config) as ctl:
+            rows = [e.to_dict() for e in ctl.events(limit)]
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"Health transitions ({len(rows)})")
+    for col in ("time (UTC)", "arm", "from", "to", "reason", "source", "evidence"):
+        table.add_column(col)
+    for e in rows:
+        when = dt.datetime.fromtimestamp(e["ts"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        evidence = ", ".join(f"{k}={v}" for k, v in e["evidence"].items())
+        table.add_row(
+            when,
+            e["arm"],
+            e["from"],
+            f"[{_STATE_STYLE.get(e['to'], 'white')}]{e['to']}[/]",
+            e["reason"],
+            e["source"],
+            evidence,
+        )
+    console.print(table)
+
+
+def _operator(action: str, arm: str, db: Path | None, config: Path | None, url: str | None) -> None:
+    if url is not None:
+        with _client(url) as client:
+            getattr(client, action)(arm)
+            states = client.health()
+    else:
+        with _open_existing(db, config, read_only=False) as ctl:
+            getattr(ctl, action)(arm)
+            states = ctl.health()
+    console.print(f"{arm}: {states.get(arm, '?')}")
+
+
+ArmArgument = Annotated[str, typer.Argument(help="Arm id, e.g. 'openai:gpt-5.4/direct_emit'.")]
+
+
+@app.command()
+def pin(
+    arm: ArmArgument, db: DbOption = None, config: ConfigOption = None, url: UrlOption = None
+) -> None:
+    """Send all traffic to ARM until it is released."""
+    _operator("pin", arm, db, config, url)
+
+
+@app.command()
+def quarantine(
+    arm: ArmArgument, db: DbOption = None, config: ConfigOption = None, url: UrlOption = None
+) -> None:
+    """Exclude ARM from selection until it is released."""
+    _operator("quarantine", arm, db, config, url)
+
+
+@app.command()
+def release(
+    arm: ArmArgument, db: DbOption = None, config: ConfigOption = None, url: UrlOption = None
+) -> None:
+    """Return ARM to healthy (unpin or unquarantine)."""
+    _operator("release", arm, db, config, url)
 
 
 @app.command()

@@ -18,6 +18,11 @@ store)::
     [policy]                     # or policy = "squarecb"
     name = "squarecb"
     gamma_scale = 10.0
+    [guardian]                   # or guardian = false; every key optional
+    cooldown_s = 120
+    probe_share = 0.05
+    [guardian.latency]           # the latency check: ratio over baseline that counts
+    ratio = 1.2
 
 ``backends`` may also be a table of per-backend provider settings
 (``[backends."openai:gpt-5.4"]``, used by the provider clients); the controller only needs
@@ -79,6 +84,7 @@ class RoutewiseSettings(BaseSettings):
     port: int = Field(default=8787, ge=0, le=65535)
     token: SecretStr | None = None
     log_json: bool | None = None
+    guardian: bool | dict[str, Any] | None = None
 
     @field_validator("arms")
     @classmethod
@@ -133,6 +139,8 @@ class RoutewiseSettings(BaseSettings):
         policy: Any = name
         if name is not None and params:
             policy = make_policy(name, seed=self.seed, **params)
+        if "guardian" not in kwargs:
+            kwargs["guardian"] = self.build_guardian()
         return Controller(
             arms=self.arm_list(),
             policy=policy,
@@ -147,6 +155,43 @@ class RoutewiseSettings(BaseSettings):
             durability=self.durability,
             **kwargs,
         )
+
+    def build_guardian(self) -> Any:
+        """``True``/``False`` or a configured :class:`~routewise.controller.guardian.Guardian`
+        from a ``[guardian]`` table (its keyword arguments, plus optional ``[guardian.latency]``,
+        ``[guardian.validity]`` and ``[guardian.errors]`` tables for the checks)."""
+        from routewise.controller.guardian import (
+            ErrorBurstCheck,
+            Guardian,
+            LatencyCheck,
+            ValidityCheck,
+        )
+
+        g = self.guardian
+        if g is None or isinstance(g, bool):
+            return g is not False
+        spec = dict(g)
+        if spec.pop("enabled", True) is False:
+            return False
+        checks: list[Any] = []
+        for key, cls in (
+            ("errors", ErrorBurstCheck),
+            ("latency", LatencyCheck),
+            ("validity", ValidityCheck),
+        ):
+            params = spec.pop(key, {})
+            if params is False:
+                continue
+            if not isinstance(params, dict):
+                raise ConfigError(f"guardian.{key}", "must be a table of check parameters or false")
+            try:
+                checks.append(cls(**params))
+            except TypeError as exc:
+                raise ConfigError(f"guardian.{key}", str(exc)) from None
+        try:
+            return Guardian(checks, **spec)
+        except TypeError as exc:
+            raise ConfigError("guardian", str(exc)) from None
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

@@ -89,3 +89,47 @@ def test_errors_are_one_clear_line(args: tuple[str, ...], needle: str, db: Path)
     assert res.returncode == 2
     assert "error:" in res.stderr and needle in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_guardian_commands(db: Path) -> None:
+    arm = "ollama:llama3/direct_emit"
+    res = run("pin", arm, "--db", str(db))
+    assert res.returncode == 0, res.stderr
+    assert "pinned" in res.stdout
+    res = run("health", "--db", str(db), "--json")
+    assert json.loads(res.stdout)[arm] == "pinned"
+    res = run("release", arm, "--db", str(db))
+    assert res.returncode == 0 and "healthy" in res.stdout
+    res = run("quarantine", "openai:gpt-5.4/direct_emit", "--db", str(db))
+    assert res.returncode == 0 and "quarantined" in res.stdout
+    res = run("events", "--db", str(db), "--json")
+    reasons = [e["reason"] for e in json.loads(res.stdout)]
+    assert reasons == ["operator_pin", "operator_release", "operator_quarantine"]
+    res = run("events", "--db", str(db))
+    assert res.returncode == 0 and "operator_quarantine" in res.stdout
+    res = run("pin", "nope:x/direct_emit", "--db", str(db))
+    assert res.returncode == 2 and "nope:x/direct_emit" in res.stderr
+
+
+def test_queries_are_read_only_and_writers_are_exclusive(db: Path) -> None:
+    writer = rw.Controller(store=db)  # holds the writer lock, like a running sidecar
+    try:
+        def snapshot_rows() -> list[tuple[int, float]]:
+            import sqlite3
+
+            conn = sqlite3.connect(db)
+            try:
+                return conn.execute("SELECT seq, ts FROM snapshots ORDER BY seq").fetchall()
+            finally:
+                conn.close()
+
+        before = snapshot_rows()
+        res = run("status", "--db", str(db))
+        assert res.returncode == 0, res.stderr
+        assert snapshot_rows() == before  # a query never writes a snapshot
+        res = run("pin", "ollama:llama3/direct_emit", "--db", str(db))
+        assert res.returncode == 2
+        assert "in use by pid" in res.stderr and "--url" in res.stderr
+    finally:
+        writer.close()
+    assert run("pin", "ollama:llama3/direct_emit", "--db", str(db)).returncode == 0

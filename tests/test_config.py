@@ -84,3 +84,22 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
         load_settings(cfg)
     with pytest.raises(rw.ConfigError, match="does not exist"):
         load_settings(tmp_path / "missing.toml")
+
+
+def test_guardian_table(tmp_path: Path) -> None:
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(
+        'arms = ["a:b/direct_emit", "c:d/direct_emit"]\n[guardian]\ncooldown_s = 300\nprobe_share = 0.1\n'
+        "[guardian.latency]\nratio = 1.5\n[guardian.validity]\nratio = 0.9\n"
+    )
+    ctl = rw.Controller.from_config(cfg)
+    g = ctl.guardian
+    assert g is not None and g.cooldown_s == 300 and g.probe_share == 0.1
+    ratios = sorted(getattr(c, "ratio", 0) for c in g.checks)
+    assert ratios == [0, 0.9, 1.5]
+    cfg.write_text('arms = ["a:b/direct_emit"]\nguardian = false\n')
+    assert rw.Controller.from_config(cfg).guardian is None
+    cfg.write_text('arms = ["a:b/direct_emit"]\n[guardian]\ncolour = "red"\n')
+    with pytest.raises(rw.ConfigError) as ei:
+        rw.Controller.from_config(cfg)
+    assert ei.value.field == "guardian"

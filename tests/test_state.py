@@ -238,3 +238,21 @@ def test_store_roundtrip(context, features, propensity, reward, outcome) -> None
         (line,) = list(store.iter_trace())
         assert json.loads(json.dumps(line))["context"] == context
         store.close()
+
+
+def test_read_only_controller(tmp_path: Path) -> None:
+    db = tmp_path / "ro.db"
+    ctl = rw.Controller(arms=ARMS, store=db, seed=0)
+    traffic(ctl, 50)
+    expected = scores(ctl)
+    ro = rw.Controller(store=db, read_only=True)  # next to a live writer
+    assert scores(ro) == expected
+    with pytest.raises(rw.StateError, match="read-only"):
+        ro.decide({})
+    ro.close()
+    with pytest.raises(rw.StateError, match="in use"):
+        rw.Controller(store=db)
+    ctl.close()
+    rw.Controller(store=db).close()  # the lock went with the writer
+    with pytest.raises(rw.ConfigError):
+        rw.Controller(store=tmp_path / "missing.db", read_only=True)

@@ -160,11 +160,11 @@ class _Pending:
     ts: float
 
 
-def _open_store(store: Store | str | Path | None, durability: Durability) -> Store:
+def _open_store(store: Store | str | Path | None, durability: Durability, read_only: bool) -> Store:
     if store is None:
         return MemoryStore()
     if isinstance(store, str | Path):
-        return SQLiteStore(store, durability=durability)
+        return SQLiteStore(store, durability=durability, read_only=read_only)
     if isinstance(store, Store):
         return store
     raise ConfigError("store", f"expected None, a path or a Store, got {type(store).__name__}")
@@ -210,6 +210,15 @@ class Controller:
         Time source (seconds); injectable for tests.
     log_decisions
         Emit one structlog line per decision and feedback (the sidecar turns this on).
+    log_events
+        Log Guardian transitions with structlog (they are always kept in the store).
+    guardian
+        ``True`` (default) for a default :class:`~routewise.controller.guardian.Guardian`,
+        ``False`` to turn it off, or a configured ``Guardian``.
+    read_only
+        Open an existing store for queries only (``best_policy``, ``status``, ``health``,
+        ``events``, ``export_trace``) without taking the writer lock — safe next to a running
+        sidecar. ``decide``/``feedback``/operator actions then raise ``StateError``.
 
     Examples
     --------
@@ -246,6 +255,7 @@ class Controller:
         log_events: bool = True,
         recent_window: int = 256,
         guardian: Guardian | bool | None = True,
+        read_only: bool = False,
     ) -> None:
         if reward_wait_s is not None and not (reward_wait_s > 0 and np.isfinite(reward_wait_s)):
             raise ConfigError(
@@ -285,7 +295,8 @@ class Controller:
         self._guardian: Guardian | None = guardian
 
         self._lock = threading.RLock()
-        self._store = _open_store(store, durability)
+        self.read_only = read_only
+        self._store = _open_store(store, durability, read_only)
         self._owns_store = not isinstance(store, Store)
         try:
             self._setup(arms, policy, reward, seed, features)
@@ -382,7 +393,8 @@ class Controller:
         # `None` asks the policy for all of *its* arms in *its* order; that is only the active
         # arm list when the orders agree (a restored or reordered store may differ)
         self._all: list[str] | None = None if self._policy.arms == ids else ids
-        self._save_meta()
+        if not self.read_only:
+            self._save_meta()
         self._closed = False
         if self.log_decisions:
             _log.info(
@@ -816,7 +828,7 @@ class Controller:
             self._policy.decay_arm(arm, factor)
 
     def _record(self, events: list[GuardianEvent]) -> None:
-        if self._replaying or not events:
+        if self._replaying or not events or self.read_only:
             return
         for ev in events:
             self._seq += 1
@@ -971,7 +983,7 @@ class Controller:
         with self._lock:
             if self._closed:
                 return
-            if self._since_snapshot:
+            if self._since_snapshot and not self.read_only:
                 self.snapshot()
             self._store.flush()
             if self._owns_store:
@@ -981,6 +993,8 @@ class Controller:
     def _check_open(self) -> None:
         if self._closed:
             raise StateError("controller is closed")
+        if self.read_only:
+            raise StateError("controller is read-only (opened for queries): it cannot decide or learn")
 
     def __enter__(self) -> Controller:
         return self

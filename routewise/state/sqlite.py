@@ -140,6 +140,7 @@ class SQLiteStore:
         synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL",
         keep_snapshots: int = 3,
         checkpoint_interval_s: float = 0.25,
+        read_only: bool = False,
     ) -> None:
         if durability not in ("always", "feedback", "batch"):
             raise ConfigError(
@@ -155,20 +156,33 @@ class SQLiteStore:
         self.synchronous = synchronous
         self.keep_snapshots = keep_snapshots
         self.checkpoint_interval_s = checkpoint_interval_s
+        self.read_only = read_only
+        self._lockfile: Any = None
         if self.path != ":memory:":
             parent = Path(self.path).expanduser().resolve().parent
             if not parent.is_dir():
                 raise ConfigError("store", f"directory {str(parent)!r} does not exist")
+            if read_only and not Path(self.path).is_file():
+                raise ConfigError("store", f"{self.path!r} does not exist")
+            if not read_only:
+                self._acquire_writer_lock()
         try:
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db = sqlite_utils.Database(self._conn)
-            if self.path != ":memory:":
-                self._db.enable_wal()
-                # checkpoints (the fsync-heavy part of WAL) run on a background thread
-                self._conn.execute("PRAGMA wal_autocheckpoint=0")
-            self._conn.execute(f"PRAGMA synchronous={synchronous}")
-            self._create_schema()
+            if read_only and self.path != ":memory:":
+                uri = f"file:{Path(self.path).resolve()}?mode=ro"
+                self._conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+                self._db = sqlite_utils.Database(self._conn)
+                self._check_schema()
+            else:
+                self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                self._db = sqlite_utils.Database(self._conn)
+                if self.path != ":memory:":
+                    self._db.enable_wal()
+                    # checkpoints (the fsync-heavy part of WAL) run on a background thread
+                    self._conn.execute("PRAGMA wal_autocheckpoint=0")
+                self._conn.execute(f"PRAGMA synchronous={synchronous}")
+                self._create_schema()
         except sqlite3.DatabaseError as exc:
+            self._release_writer_lock()
             raise StateError(f"store {self.path!r}: cannot open SQLite database ({exc})") from None
         self._lock = threading.RLock()
         self._buf_decisions: list[tuple[Any, ...]] = []
@@ -178,17 +192,53 @@ class SQLiteStore:
         self._max_seq = int(
             self._conn.execute(
                 "SELECT max(coalesce((SELECT max(seq) FROM decisions), 0), "
-                "coalesce((SELECT max(seq) FROM feedback), 0))"
+                "coalesce((SELECT max(seq) FROM feedback), 0), "
+                "coalesce((SELECT max(seq) FROM events), 0))"
             ).fetchone()[0]
         )
         self._closed = False
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
-        if self.path != ":memory:":
+        if self.path != ":memory:" and not read_only:
             self._checkpointer = threading.Thread(
                 target=self._checkpoint_loop, name="routewise-wal-checkpoint", daemon=True
             )
             self._checkpointer.start()
+
+    def _acquire_writer_lock(self) -> None:
+        """One writer per store: an advisory ``flock`` on ``<path>.lock``, released by the OS
+        when the process dies (so ``kill -9`` never leaves a stale lock)."""
+        import fcntl
+        import os
+
+        lock_path = Path(self.path + ".lock")
+        fh = lock_path.open("a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise StateError(
+                f"store {self.path!r} is in use by {holder} (one writer at a time); stop it, "
+                "open the store read-only, or send the command to the running sidecar (--url)"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        self._lockfile = fh
+
+    def _release_writer_lock(self) -> None:
+        if self._lockfile is not None:
+            self._lockfile.close()  # closing the descriptor releases the flock
+            self._lockfile = None
+
+    def _check_schema(self) -> None:
+        tables = set(self._db.table_names())
+        missing = {"meta", "decisions", "feedback", "events", "snapshots"} - tables
+        if missing:
+            raise StateError(f"store {self.path!r}: not a routewise store (missing {sorted(missing)})")
 
     def _checkpoint_loop(self) -> None:
         """Copy the WAL back into the database every ``checkpoint_interval_s`` (PASSIVE: never
@@ -265,6 +315,7 @@ class SQLiteStore:
 
     def save_meta(self, meta: dict[str, Any]) -> None:
         with self._lock:
+            self._check_open()
             self._conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('config', ?)", (json.dumps(meta),)
             )
@@ -351,12 +402,14 @@ class SQLiteStore:
 
     def flush(self) -> None:
         with self._lock:
-            if not self._closed:
+            if not self._closed and not self.read_only:
                 self._commit()
 
     def _check_open(self) -> None:
         if self._closed:
             raise StateError(f"store {self.path!r} is closed")
+        if self.read_only:
+            raise StateError(f"store {self.path!r} is open read-only")
 
     # ----------------------------------------------------------------- read
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
@@ -464,7 +517,8 @@ class SQLiteStore:
         with self._lock:
             if self._closed:
                 return
-            self._commit()
+            if not self.read_only:
+                self._commit()
             self._closed = True
             self._stop.set()
             if self._checkpointer is not None:
@@ -473,3 +527,8 @@ class SQLiteStore:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             self._conn.close()
+            self._release_writer_lock()
+
+    def __del__(self) -> None:
+        # an unclosed store must not keep the writer lock (nor warn about the lock file)
+        self._release_writer_lock()
