@@ -387,6 +387,7 @@ class Guardian:
         self.baseline_lag = baseline_lag
         self._health: dict[str, ArmHealth] = {}
         self._pinned: str | None = None
+        self._n_out = 0
         #: called with (arm, factor) when a trip should shrink the policy's memory of an arm
         self.on_trip: Callable[[str, float], None] | None = None
 
@@ -419,9 +420,17 @@ class Guardian:
         return self._pinned
 
     # ------------------------------------------------------------- routing
+    def _count_out(self) -> None:
+        # arms not healthy; the hot paths (tick, split) skip all work while this is 0
+        self._n_out = sum(1 for h in self._health.values() if h.state != "healthy")
+
     def tick(self, now: float) -> list[GuardianEvent]:
         """Move quarantined arms whose cooldown ended to probing."""
         events: list[GuardianEvent] = []
+        if self._n_out < 0:
+            self._count_out()
+        if self._n_out == 0:
+            return events
         for arm, h in self._health.items():
             if h.state == "quarantined" and now >= h.until:
                 h.state = "probing"
@@ -436,6 +445,10 @@ class Guardian:
 
     def split(self, arms: Sequence[str]) -> tuple[list[str], list[str]]:
         """(serving arms, probing arms) among ``arms``; never leaves nothing to serve."""
+        if self._n_out < 0:
+            self._count_out()
+        if self._n_out == 0:
+            return list(arms), []
         serving = (
             [a for a in arms if self._health[a].state == "healthy"] if self._health else list(arms)
         )
@@ -529,6 +542,7 @@ class Guardian:
         cooldown = min(self.cooldown_s * 2.0**h.trips, self.max_cooldown_s)
         h.trips += 1
         h.state = "quarantined"
+        self._n_out = -1
         h.until = ts + cooldown
         h.cusum_lat = h.cusum_valid = 0.0
         h.consecutive_errors = 0
@@ -574,6 +588,7 @@ class Guardian:
         }
         if lat_ok and valid_ok and error_rate < 0.5:
             h.state = "healthy"
+            self._n_out = -1
             h.trips = max(h.trips - 1, 0)
             h.cusum_lat = h.cusum_valid = 0.0
             h.recent_loglat = mean_ll if ok_n else h.recent_loglat
@@ -582,6 +597,7 @@ class Guardian:
         cooldown = min(self.cooldown_s * 2.0**h.trips, self.max_cooldown_s)
         h.trips += 1
         h.state = "quarantined"
+        self._n_out = -1
         h.until = ts + cooldown
         return [
             GuardianEvent(
@@ -615,6 +631,7 @@ class Guardian:
         if self._pinned == arm:
             self._pinned = None
         h.state = "quarantined"
+        self._n_out = -1
         h.until = until if until is not None else math.inf
         return [GuardianEvent(ts, arm, prev, "quarantined", "operator_quarantine", {}, "operator")]
 
@@ -625,6 +642,7 @@ class Guardian:
         if self._pinned == arm:
             self._pinned = None
         h.state = "healthy"
+        self._n_out = -1
         h.until = 0.0
         h.cusum_lat = h.cusum_valid = 0.0
         h.consecutive_errors = 0
@@ -668,3 +686,4 @@ class Guardian:
             if hs.get("until") is None:
                 hs["until"] = math.inf
             self._health[a] = ArmHealth.from_state(hs)
+        self._n_out = -1

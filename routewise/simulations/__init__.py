@@ -1,7 +1,17 @@
-"""Synthetic environments, offline replay of logged traces and regret reports.
+"""Synthetic environments, offline replay of logged traces and regret reports."""
 
-Built under the "Simulations" issue; the supervised-to-bandit benchmark streams live in
-``benchmarks/bakeoff.py`` for now.
-"""
+from routewise.simulations.runner import PolicySpec, SimulationResult, parse_policy_spec, simulate
+from routewise.simulations.scenario import SCENARIOS, Event, Scenario, load_scenario
+from routewise.simulations.synthetic import SyntheticEnvironment
 
-__all__: list[str] = []
+__all__ = [
+    "SCENARIOS",
+    "Event",
+    "PolicySpec",
+    "Scenario",
+    "SimulationResult",
+    "SyntheticEnvironment",
+    "load_scenario",
+    "parse_policy_spec",
+    "simulate",
+]
