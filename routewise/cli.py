@@ -218,7 +218,8 @@ def serve(
     """Run the HTTP sidecar (decide, feedback, policy, arms, trace, metrics; docs at /docs).
 
     Set ROUTEWISE_TOKEN to require 'Authorization: Bearer <token>' on every endpoint but
-    /healthz and /readyz. A new store with no arms configured starts with a demo arm set.
+    /healthz and /readyz; operator actions (pin, quarantine, release) always need it. A new
+    store with no arms configured starts with a demo arm set.
     """
     from routewise.server import serve as run_server
 

@@ -3,10 +3,15 @@
 :class:`Client` (sync) and :class:`AsyncClient` (asyncio) speak to the daemon over httpx and
 return the library's own objects (:class:`~routewise.Decision`,
 :class:`~routewise.FeedbackResult`, :class:`~routewise.RankedArm`, :class:`~routewise.Status`).
+The Guardian's verbs are there too: :meth:`Client.health` (arm id → state),
+:meth:`Client.events`, and the operator actions :meth:`Client.pin`, :meth:`Client.quarantine`
+and :meth:`Client.release` (which need the sidecar's bearer token: a sidecar without one
+refuses them with 403). Liveness and readiness are :meth:`Client.alive` and
+:meth:`Client.ready`.
 An error response is raised as the library exception it stands for — ``InvalidContext``,
 ``InvalidOutcome``, ``ConfigError``, ``UnknownArm``, ``UnknownDecision``, ``FeedbackTooLate``,
 ``StateError``… — so code written against a local Controller works unchanged against the
-sidecar. Errors with no library counterpart (a wrong token, an oversized body, a 5xx) raise
+sidecar. Errors with no library counterpart (a wrong or missing token, an oversized body, a 5xx) raise
 :class:`APIError`; network failures raise httpx's own ``httpx.TransportError``.
 
 Examples
@@ -37,10 +42,12 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
+from urllib.parse import quote
 
 import httpx
 
 from routewise.controller.core import Decision, FeedbackResult, RankedArm, Status
+from routewise.controller.guardian import GuardianEvent
 from routewise.errors import (
     ConfigError,
     FeedbackTooLate,
@@ -64,15 +71,20 @@ ArmLike = Arm | str | Mapping[str, Any]
 
 
 class APIError(RoutewiseError):
-    """An error response with no library counterpart (401, 413, malformed request, 5xx).
+    """An error response with no library counterpart (401, 403, 413, malformed request, 5xx).
 
     ``status_code`` is the HTTP status, ``error`` the server's error class (``Unauthorized``,
-    ``PayloadTooLarge``, ``InvalidRequest``…), ``field`` the request field at fault (or
+    ``Forbidden``, ``PayloadTooLarge``, ``InvalidRequest``…), ``field`` the request field at fault (or
     ``None``) and ``body`` the decoded error body.
     """
 
     def __init__(
-        self, status_code: int, error: str, message: str, *, field: str | None = None,
+        self,
+        status_code: int,
+        error: str,
+        message: str,
+        *,
+        field: str | None = None,
         body: Mapping[str, Any] | None = None,
     ) -> None:
         self.status_code = status_code
@@ -99,7 +111,9 @@ def _encode_context(context: Mapping[str, Any] | None) -> None:
     if context is None:
         return
     if not isinstance(context, Mapping):
-        raise InvalidContext("<context>", f"must be a mapping of feature name to value, got {type(context).__name__}")
+        raise InvalidContext(
+            "<context>", f"must be a mapping of feature name to value, got {type(context).__name__}"
+        )
     for key, value in context.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidContext(str(key), f"must be finite, got {value!r}")
@@ -118,7 +132,9 @@ def _arm_ids(arms: Iterable[ArmLike] | None) -> list[str] | None:
 
 
 def _decide_body(
-    context: Mapping[str, Any], arms: Iterable[ArmLike] | None, reward: str | Mapping[str, Any] | None,
+    context: Mapping[str, Any],
+    arms: Iterable[ArmLike] | None,
+    reward: str | Mapping[str, Any] | None,
     request_id: str | None,
 ) -> bytes:
     _encode_context(context)
@@ -128,7 +144,9 @@ def _decide_body(
         payload["arms"] = ids
     if reward is not None:
         if not isinstance(reward, str | Mapping):
-            raise ConfigError("reward", "over HTTP the reward must be a preset name or a reward spec mapping")
+            raise ConfigError(
+                "reward", "over HTTP the reward must be a preset name or a reward spec mapping"
+            )
         payload["reward"] = reward if isinstance(reward, str) else dict(reward)
     if request_id is not None:
         payload["request_id"] = request_id
@@ -143,12 +161,30 @@ def _feedback_body(decision_id: str, outcome: Outcome | Mapping[str, Any]) -> by
         raise UnknownDecision(str(decision_id))
     if not isinstance(outcome, Outcome):
         if not isinstance(outcome, Mapping):
-            raise InvalidOutcome("outcome", f"expected an Outcome or a mapping, got {type(outcome).__name__}")
+            raise InvalidOutcome(
+                "outcome", f"expected an Outcome or a mapping, got {type(outcome).__name__}"
+            )
         outcome = Outcome.from_dict(outcome)  # the controller's own validation, before sending
     return _dumps({"decision_id": decision_id, "outcome": outcome.to_dict()})
 
 
-def _policy_params(context: Mapping[str, Any] | None, arms: Iterable[ArmLike] | None) -> httpx.QueryParams:
+def _operator_path(arm: ArmLike, action: str) -> str:
+    """``/v1/arms/<arm id, URL-encoded>/<action>``."""
+    aid = arm if isinstance(arm, str) else Arm.parse(arm).id
+    return f"/v1/arms/{quote(aid, safe='')}/{action}"
+
+
+def _events_params(limit: int | None) -> dict[str, int] | None:
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ConfigError("limit", f"must be a non-negative integer or None, got {limit!r}")
+    return {"limit": limit}
+
+
+def _policy_params(
+    context: Mapping[str, Any] | None, arms: Iterable[ArmLike] | None
+) -> httpx.QueryParams:
     params: list[tuple[str, str | int | float | bool | None]] = []
     if context is not None:
         _encode_context(context)
@@ -206,9 +242,16 @@ def _ranked(rows: Iterable[Mapping[str, Any]]) -> list[RankedArm]:
 
 def _status(d: Mapping[str, Any]) -> Status:
     return Status(
-        policy=d["policy"], decisions=int(d["decisions"]), feedbacks=int(d["feedbacks"]),
-        pending=int(d["pending"]), arms=dict(d["arms"]),
+        policy=d["policy"],
+        decisions=int(d["decisions"]),
+        feedbacks=int(d["feedbacks"]),
+        pending=int(d["pending"]),
+        arms=dict(d["arms"]),
     )
+
+
+def _events(rows: Iterable[Mapping[str, Any]]) -> list[GuardianEvent]:
+    return [GuardianEvent.from_dict(dict(r)) for r in rows]
 
 
 def _strip(prefix: str, field: str | None, default: str) -> str:
@@ -228,7 +271,9 @@ def error_from_response(status_code: int, body: Any, text: str = "") -> Routewis
     message = str(body.get("message", reason))
     try:
         if code == "InvalidContext":
-            return InvalidContext(str(body.get("key") or _strip("context", field, "<context>")), reason)
+            return InvalidContext(
+                str(body.get("key") or _strip("context", field, "<context>")), reason
+            )
         if code == "InvalidOutcome":
             return InvalidOutcome(_strip("outcome", field, "outcome"), reason)
         if code == "ConfigError":
@@ -238,7 +283,9 @@ def error_from_response(status_code: int, body: Any, text: str = "") -> Routewis
         if code == "UnknownDecision":
             return UnknownDecision(str(body["decision_id"]))
         if code == "FeedbackTooLate":
-            return FeedbackTooLate(str(body["decision_id"]), float(body["age_s"]), float(body["wait_s"]))
+            return FeedbackTooLate(
+                str(body["decision_id"]), float(body["age_s"]), float(body["wait_s"])
+            )
         if code == "NoEligibleArms":
             return NoEligibleArms(message)
         if code == "PolicyError":
@@ -271,8 +318,8 @@ def _check_stream_status(response: httpx.Response, content: bytes) -> None:
 
 def _headers(token: str | None) -> dict[str, str]:
     h = {"content-type": "application/json", "accept": "application/json"}
-    if token is not None:
-        h["authorization"] = f"Bearer {token}"
+    if token is not None and token.strip():  # an empty token (ROUTEWISE_TOKEN=) means none
+        h["authorization"] = f"Bearer {token.strip()}"
     return h
 
 
@@ -317,7 +364,9 @@ class Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url
-        self._http = httpx.Client(base_url=base_url, headers=_headers(token), timeout=timeout, transport=transport)
+        self._http = httpx.Client(
+            base_url=base_url, headers=_headers(token), timeout=timeout, transport=transport
+        )
 
     def decide(
         self,
@@ -365,8 +414,28 @@ class Client:
                 if line:
                     yield line
 
-    def health(self) -> bool:
-        """True if the sidecar answers ``/healthz``."""
+    def health(self) -> dict[str, str]:
+        """Each arm's Guardian state (see :meth:`routewise.Controller.health`)."""
+        return dict(_check(self._http.get("/v1/health"))["arms"])
+
+    def events(self, limit: int | None = None) -> list[GuardianEvent]:
+        """Health transitions, oldest first (see :meth:`routewise.Controller.events`)."""
+        return _events(_check(self._http.get("/v1/events", params=_events_params(limit))))
+
+    def pin(self, arm: ArmLike) -> None:
+        """Send all traffic to ``arm`` until released (needs the token)."""
+        _check(self._http.post(_operator_path(arm, "pin")))
+
+    def quarantine(self, arm: ArmLike) -> None:
+        """Exclude ``arm`` from selection until released (needs the token)."""
+        _check(self._http.post(_operator_path(arm, "quarantine")))
+
+    def release(self, arm: ArmLike) -> None:
+        """Return ``arm`` to healthy (needs the token)."""
+        _check(self._http.post(_operator_path(arm, "release")))
+
+    def alive(self) -> bool:
+        """True if the sidecar answers ``/healthz`` (liveness; never needs the token)."""
         return self._http.get("/healthz").status_code == 200
 
     def ready(self) -> bool:
@@ -380,7 +449,10 @@ class Client:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -419,7 +491,9 @@ class AsyncClient:
         body = _decide_body(context, arms, reward, request_id)
         return _decision(_check(await self._http.post("/v1/decide", content=body)))
 
-    async def feedback(self, decision_id: str, outcome: Outcome | Mapping[str, Any]) -> FeedbackResult:
+    async def feedback(
+        self, decision_id: str, outcome: Outcome | Mapping[str, Any]
+    ) -> FeedbackResult:
         body = _feedback_body(decision_id, outcome)
         return _feedback(_check(await self._http.post("/v1/feedback", content=body)))
 
@@ -463,7 +537,22 @@ class AsyncClient:
             n += 1
         return n
 
-    async def health(self) -> bool:
+    async def health(self) -> dict[str, str]:
+        return dict(_check(await self._http.get("/v1/health"))["arms"])
+
+    async def events(self, limit: int | None = None) -> list[GuardianEvent]:
+        return _events(_check(await self._http.get("/v1/events", params=_events_params(limit))))
+
+    async def pin(self, arm: ArmLike) -> None:
+        _check(await self._http.post(_operator_path(arm, "pin")))
+
+    async def quarantine(self, arm: ArmLike) -> None:
+        _check(await self._http.post(_operator_path(arm, "quarantine")))
+
+    async def release(self, arm: ArmLike) -> None:
+        _check(await self._http.post(_operator_path(arm, "release")))
+
+    async def alive(self) -> bool:
         return (await self._http.get("/healthz")).status_code == 200
 
     async def ready(self) -> bool:
@@ -476,7 +565,10 @@ class AsyncClient:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.aclose()
 

@@ -9,7 +9,13 @@ Endpoints (JSON unless noted; OpenAPI at ``/openapi.json``, Swagger UI at ``/doc
     POST /v1/feedback   {decision_id, outcome: {valid, latency_ms, cost_usd, error?, score?}}
                         → {decision_id, arm, reward, duplicate, defaulted}; idempotent per id
     GET  /v1/policy     ?context=<JSON object>&arms=<id>… → arms ranked by expected reward
-    GET  /v1/arms       per-arm statistics (the controller's ``status()``)
+    GET  /v1/arms       per-arm statistics and Guardian state (the controller's ``status()``)
+    GET  /v1/health     {enabled, pinned, arms: {arm id: healthy|quarantined|probing|pinned}}
+    GET  /v1/events     ?limit=N → the Guardian's and operators' transitions, oldest first
+    POST /v1/arms/{arm_id}/pin|quarantine|release
+                        operator actions → {arm, action, state, pinned}; ``arm_id`` is the
+                        plain arm id (``/v1/arms/openai:gpt-5.4/direct_emit/pin``) or URL-encoded
+                        (``openai%3Agpt-5.4%2Fdirect_emit``); the action is the last segment
     GET  /v1/trace      ?since=<unix seconds> → the JSON-Lines trace (streamed)
     GET  /healthz       liveness (never needs the token)
     GET  /readyz        readiness (never needs the token)
@@ -19,10 +25,13 @@ Errors
     Every error is a JSON body ``{"error", "field", "reason", "message", …}`` naming the
     offending request field: a :class:`~routewise.errors.RoutewiseError` keeps its class name
     (``InvalidContext``, ``InvalidOutcome``, ``ConfigError``, ``UnknownArm`` → 422;
-    ``UnknownDecision`` → 404; ``FeedbackTooLate`` → 409; ``StateError`` → 503); request-shape
+    ``UnknownDecision`` → 404; ``FeedbackTooLate`` → 409; ``StateError`` → 503; an unknown
+    ``arm_id`` in an operator action path is ``UnknownArm`` → 404); request-shape
     errors are ``InvalidContext`` / ``InvalidOutcome`` / ``InvalidRequest`` (422); malformed JSON
     is ``MalformedJSON`` (400); an oversized body ``PayloadTooLarge`` (413); a missing or wrong
-    token ``Unauthorized`` (401). :class:`routewise.Client` turns them back into exceptions.
+    token ``Unauthorized`` (401); an operator action on a server without a token ``Forbidden``
+    (403). A disabled Guardian makes operator actions a ``ConfigError`` on field ``guardian``
+    (422). :class:`routewise.Client` turns them back into exceptions.
 
 Durability
     A response is sent only once what it acknowledges is durable: every write handler awaits a
@@ -38,13 +47,15 @@ Concurrency
 Security
     Binds ``127.0.0.1`` by default. With a token (``ROUTEWISE_TOKEN`` or ``token`` in the
     config) every endpoint except ``/healthz`` and ``/readyz`` requires
-    ``Authorization: Bearer <token>`` (compared in constant time). Request bodies are limited
-    to ``max_body_bytes``. Tokens, headers and request contexts are never logged.
+    ``Authorization: Bearer <token>`` (compared in constant time). Operator actions (pin,
+    quarantine, release) always need the token: without one configured they answer 403.
+    Request bodies are limited to ``max_body_bytes``. Tokens, headers and request contexts are
+    never logged.
 
 Logs
     One canonical structlog line per request (``event="request"``: method, path, status,
-    ``duration_ms`` and, where they apply, decision id, arm, propensity, reward, error and
-    field); JSON when stdout is not a TTY, console rendering otherwise.
+    ``duration_ms`` and, where they apply, decision id, arm, propensity, reward, operator
+    action and resulting state, error and field); JSON when stdout is not a TTY, console rendering otherwise.
 """
 
 from __future__ import annotations
@@ -65,10 +76,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TextIO, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TextIO, cast
 
 import structlog
 from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import (
@@ -78,7 +90,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, WithJsonSchema
 from starlette.exceptions import HTTPException
@@ -123,11 +135,26 @@ DEFAULT_DB = "routewise.db"
 _LOG_KEY = "routewise.log"
 _OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 _ROUTES = frozenset(
-    {"/v1/decide", "/v1/feedback", "/v1/policy", "/v1/arms", "/v1/trace", "/healthz", "/readyz",
-     "/metrics", "/docs", "/openapi.json"}
+    {
+        "/v1/decide",
+        "/v1/feedback",
+        "/v1/policy",
+        "/v1/arms",
+        "/v1/trace",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/docs",
+        "/openapi.json",
+        "/v1/health",
+        "/v1/events",
+    }
 )
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _TRACE_CHUNK = 256
+_OPERATOR_ACTIONS = ("pin", "quarantine", "release")
+_HEALTH_STATES = ("healthy", "quarantined", "probing", "pinned")
+_NO_TOKEN_REASON = "operator actions need a bearer token: set ROUTEWISE_TOKEN"
 
 _log = structlog.get_logger("routewise.server")
 
@@ -164,12 +191,15 @@ class ArmOut(BaseModel):
 class DecideIn(_Model):
     """A decision request."""
 
-    context: Context = Field(description="The request's features, e.g. task, schema_depth, input_tokens.")
+    context: Context = Field(
+        description="The request's features, e.g. task, schema_depth, input_tokens."
+    )
     arms: list[str] | None = Field(
         default=None, min_length=1, description="Eligible arm ids (default: every arm)."
     )
     reward: str | dict[str, Any] | None = Field(
-        default=None, description="Reward override for this decision: a preset name or a reward spec."
+        default=None,
+        description="Reward override for this decision: a preset name or a reward spec.",
     )
     request_id: str | None = Field(default=None, max_length=256, description="Kept in the trace.")
 
@@ -180,7 +210,9 @@ class DecisionOut(BaseModel):
     decision_id: str
     arm: ArmOut
     propensity: float
-    scores: dict[str, float | None] = Field(description="Policy scores per eligible arm (null: +inf).")
+    scores: dict[str, float | None] = Field(
+        description="Policy scores per eligible arm (null: +inf)."
+    )
     probabilities: dict[str, float]
     explored: bool
     policy: str
@@ -195,8 +227,12 @@ class OutcomeIn(_Model):
     valid: bool = Field(description="The output parsed and validated against the schema.")
     latency_ms: float = Field(ge=0)
     cost_usd: float = Field(ge=0)
-    error: str | None = Field(default=None, max_length=256, description="Error category, if the call failed.")
-    score: float | None = Field(default=None, ge=0, le=1, description="Graded correctness in [0, 1].")
+    error: str | None = Field(
+        default=None, max_length=256, description="Error category, if the call failed."
+    )
+    score: float | None = Field(
+        default=None, ge=0, le=1, description="Graded correctness in [0, 1]."
+    )
 
 
 class FeedbackIn(_Model):
@@ -243,10 +279,13 @@ class ArmStatsOut(BaseModel):
     latency_p99_ms: float | None
     cost_usd_total: float
     cost_usd_mean: float | None
+    health: Literal["healthy", "quarantined", "probing", "pinned"] | None = Field(
+        default=None, description="Guardian state (absent for retired arms)."
+    )
 
 
 class StatusOut(BaseModel):
-    """Per-arm counts, mean reward, validity, latency percentiles and cost."""
+    """Per-arm counts, mean reward, validity, latency percentiles, cost and Guardian state."""
 
     policy: str
     decisions: int
@@ -259,12 +298,48 @@ class HealthOut(BaseModel):
     status: str
 
 
+HealthStateOut = Literal["healthy", "quarantined", "probing", "pinned"]
+
+
+class GuardianHealthOut(BaseModel):
+    """Each arm's Guardian state."""
+
+    enabled: bool = Field(description="The Guardian is on (when off every arm is healthy).")
+    pinned: str | None = Field(description="The pinned arm, if an operator pinned one.")
+    arms: dict[str, HealthStateOut]
+
+
+class GuardianEventOut(BaseModel):
+    """One health transition of one arm."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    ts: float
+    arm: str
+    from_: str = Field(alias="from")
+    to: str
+    reason: str = Field(description="e.g. latency, validity, error_burst, operator_pin.")
+    evidence: dict[str, Any] = Field(description="The numbers that tripped it (null: not finite).")
+    source: Literal["guardian", "operator"]
+
+
+class OperatorOut(BaseModel):
+    """The arm's state after an operator action."""
+
+    arm: str
+    action: Literal["pin", "quarantine", "release"]
+    state: HealthStateOut
+    pinned: str | None
+
+
 class ErrorOut(BaseModel):
     """An error naming the offending field (``null`` when no single field is at fault)."""
 
     model_config = ConfigDict(extra="allow")
 
-    error: str = Field(description="Error class, e.g. InvalidOutcome, UnknownDecision, MalformedJSON.")
+    error: str = Field(
+        description="Error class, e.g. InvalidOutcome, UnknownDecision, MalformedJSON."
+    )
     field: str | None
     reason: str
     message: str
@@ -311,12 +386,19 @@ def _routewise_error(exc: RoutewiseError) -> tuple[int, dict[str, Any]]:
         field = "outcome" if exc.field == "outcome" else f"outcome.{exc.field}"
         return 422, _error_body("InvalidOutcome", field, exc.reason, msg)
     if isinstance(exc, _RewardError):
-        return 422, _error_body("ConfigError", exc.field, exc.reason, msg, library_field=exc.library_field)
+        return 422, _error_body(
+            "ConfigError", exc.field, exc.reason, msg, library_field=exc.library_field
+        )
     if isinstance(exc, ConfigError):
         return 422, _error_body("ConfigError", exc.field, exc.reason, msg)
     if isinstance(exc, UnknownArm):
         return 422, _error_body(
-            "UnknownArm", "arms", f"unknown arm {exc.arm_id!r}", msg, arm_id=exc.arm_id, known_arms=exc.known
+            "UnknownArm",
+            "arms",
+            f"unknown arm {exc.arm_id!r}",
+            msg,
+            arm_id=exc.arm_id,
+            known_arms=exc.known,
         )
     if isinstance(exc, UnknownDecision):
         return 404, _error_body(
@@ -359,11 +441,15 @@ def _validation_error(exc: RequestValidationError) -> tuple[int, dict[str, Any]]
         return 422, _error_body("InvalidRequest", None, "invalid request")
     first = errors[0]
     loc = tuple(first.get("loc", ()))
-    where, path = (loc[0], loc[1:]) if loc and loc[0] in ("body", "query", "path") else ("body", loc)
+    where, path = (
+        (loc[0], loc[1:]) if loc and loc[0] in ("body", "query", "path") else ("body", loc)
+    )
     kind = str(first.get("type", ""))
     reason = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     more = len(errors) - 1
-    extra: dict[str, Any] = {"errors": [_loc_field(e.get("loc", ())[1:]) or "body" for e in errors[:20]]}
+    extra: dict[str, Any] = {
+        "errors": [_loc_field(e.get("loc", ())[1:]) or "body" for e in errors[:20]]
+    }
     if kind == "json_invalid":
         detail = first.get("ctx", {}).get("error", "JSON decode error")
         pos = path[0] if path and isinstance(path[0], int) else None
@@ -437,6 +523,20 @@ def _feedback_json(r: FeedbackResult) -> dict[str, Any]:
     }
 
 
+def _plain_json(value: Any) -> Any:
+    """``value`` with every non-finite float (or numpy scalar) made JSON-safe."""
+    if isinstance(value, dict):
+        return {str(k): _plain_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_json(v) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, float):
+        return _finite(value)
+    item = getattr(value, "item", None)
+    return _plain_json(item()) if callable(item) else str(value)
+
+
 def _ranked_json(r: RankedArm) -> dict[str, Any]:
     return {
         "arm": _arm(r.arm),
@@ -458,17 +558,45 @@ class _StatusCollector(Collector):
         pending = GaugeMetricFamily("routewise_pending_decisions", "Decisions awaiting feedback")
         pending.add_metric([], st.pending)
         learned = GaugeMetricFamily(
-            "routewise_arm_feedbacks", "Feedbacks learned from, by arm (incl. before restart)", labels=["arm"]
+            "routewise_arm_feedbacks",
+            "Feedbacks learned from, by arm (incl. before restart)",
+            labels=["arm"],
         )
-        mean = GaugeMetricFamily("routewise_arm_mean_reward", "Mean learned reward by arm", labels=["arm"])
-        validity = GaugeMetricFamily("routewise_arm_validity", "Share of schema-valid outcomes by arm", labels=["arm"])
+        mean = GaugeMetricFamily(
+            "routewise_arm_mean_reward", "Mean learned reward by arm", labels=["arm"]
+        )
+        validity = GaugeMetricFamily(
+            "routewise_arm_validity", "Share of schema-valid outcomes by arm", labels=["arm"]
+        )
+        health = GaugeMetricFamily(
+            "routewise_arm_health",
+            "Guardian state by arm (1 for the current state, else 0)",
+            labels=["arm", "state"],
+        )
         for arm_id, s in st.arms.items():
             learned.add_metric([arm_id], s["feedbacks"])
             if s.get("mean_reward") is not None:
                 mean.add_metric([arm_id], s["mean_reward"])
             if s.get("validity") is not None:
                 validity.add_metric([arm_id], s["validity"])
-        return [pending, learned, mean, validity]
+            if s.get("health") is not None:
+                for state in _HEALTH_STATES:
+                    health.add_metric([arm_id, state], 1.0 if s["health"] == state else 0.0)
+        families: list[Metric] = [pending, learned, mean, validity, health]
+        if self._ctl.guardian is not None:
+            counts: dict[tuple[str, str, str], int] = {}
+            for ev in self._ctl.events():
+                key = (ev.arm, ev.to_state, ev.source)
+                counts[key] = counts.get(key, 0) + 1
+            transitions = CounterMetricFamily(
+                "routewise_guardian_transitions",
+                "Guardian state transitions (incl. before restart), by arm, new state and source",
+                labels=["arm", "to", "source"],
+            )
+            for (arm_id, to, source), n in sorted(counts.items()):
+                transitions.add_metric([arm_id, to, source], n)
+            families.append(transitions)
+        return families
 
 
 class _Metrics:
@@ -476,29 +604,50 @@ class _Metrics:
         r = registry
         self.registry = registry
         self.http_requests = Counter(
-            "routewise_http_requests", "HTTP requests by route, method and status",
-            ["route", "method", "status"], registry=r,
+            "routewise_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=r,
         )
         self.http_latency = Histogram(
-            "routewise_http_request_duration_seconds", "Time spent handling a request, by route",
-            ["route"], registry=r,
+            "routewise_http_request_duration_seconds",
+            "Time spent handling a request, by route",
+            ["route"],
+            registry=r,
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
-        self.decisions = Counter("routewise_decisions", "Decisions by arm", ["arm", "explored"], registry=r)
-        self.feedback = Counter(
-            "routewise_feedback", "Feedback learned from, by arm and validity", ["arm", "valid"], registry=r
+        self.decisions = Counter(
+            "routewise_decisions", "Decisions by arm", ["arm", "explored"], registry=r
         )
-        self.duplicates = Counter("routewise_feedback_duplicates", "Repeated feedback (ignored)", registry=r)
+        self.feedback = Counter(
+            "routewise_feedback",
+            "Feedback learned from, by arm and validity",
+            ["arm", "valid"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "routewise_feedback_duplicates", "Repeated feedback (ignored)", registry=r
+        )
         self.reward = Histogram(
-            "routewise_reward", "Rewards learned, by arm", ["arm"], registry=r,
+            "routewise_reward",
+            "Rewards learned, by arm",
+            ["arm"],
+            registry=r,
             buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
         )
         self.outcome_latency = Histogram(
-            "routewise_outcome_latency_seconds", "Latency of the served requests (from feedback), by arm",
-            ["arm"], registry=r, buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0),
+            "routewise_outcome_latency_seconds",
+            "Latency of the served requests (from feedback), by arm",
+            ["arm"],
+            registry=r,
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0),
         )
-        self.cost = Counter("routewise_outcome_cost_usd", "Cost of the served requests, by arm", ["arm"], registry=r)
-        self.errors = Counter("routewise_api_errors", "Error responses by error class", ["error"], registry=r)
+        self.cost = Counter(
+            "routewise_outcome_cost_usd", "Cost of the served requests, by arm", ["arm"], registry=r
+        )
+        self.errors = Counter(
+            "routewise_api_errors", "Error responses by error class", ["error"], registry=r
+        )
         registry.register(_StatusCollector(controller))
 
     def observe_feedback(self, r: FeedbackResult, outcome: Outcome) -> None:
@@ -588,8 +737,11 @@ class _Edge:
                     length = value
             if self.token is not None and path not in _OPEN_PATHS and not self._authorized(auth):
                 body = _error_body(
-                    "Unauthorized", "Authorization", "missing or wrong bearer token"
-                    if auth else "this server requires 'Authorization: Bearer <token>'"
+                    "Unauthorized",
+                    "Authorization",
+                    "missing or wrong bearer token"
+                    if auth
+                    else "this server requires 'Authorization: Bearer <token>'",
                 )
                 await self._respond(send_wrapper, 401, body, [(b"www-authenticate", b"Bearer")])
                 fields["error"] = "Unauthorized"
@@ -600,7 +752,11 @@ class _Edge:
                 except ValueError:
                     n = -1
                 if n < 0:
-                    await self._respond(send_wrapper, 400, _error_body("BadRequest", "Content-Length", "not a valid length"))
+                    await self._respond(
+                        send_wrapper,
+                        400,
+                        _error_body("BadRequest", "Content-Length", "not a valid length"),
+                    )
                     fields["error"] = "BadRequest"
                     return
                 if n > self.max_body:
@@ -616,7 +772,7 @@ class _Edge:
             raise
         finally:
             dt = time.perf_counter() - t0
-            route = path if path in _ROUTES else "other"
+            route = path if path in _ROUTES else _route_label(path)
             method = scope["method"] if scope["method"] in _METHODS else "other"
             m = self.metrics
             m.http_requests.labels(route, method, str(status)).inc()
@@ -639,7 +795,9 @@ class _Edge:
         return hmac.compare_digest(auth[7:].strip(), self.token)
 
     def _too_large(self) -> dict[str, Any]:
-        return _error_body("PayloadTooLarge", "body", f"request body larger than {self.max_body} bytes")
+        return _error_body(
+            "PayloadTooLarge", "body", f"request body larger than {self.max_body} bytes"
+        )
 
     def _limited(self, receive: Receive) -> Receive:
         seen = 0
@@ -658,7 +816,10 @@ class _Edge:
 
     @staticmethod
     async def _respond(
-        send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
+        send: Send,
+        status: int,
+        body: dict[str, Any],
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         data = json.dumps(body, separators=(",", ":")).encode()
         await send(
@@ -673,6 +834,14 @@ class _Edge:
             }
         )
         await send({"type": "http.response.body", "body": data})
+
+
+def _route_label(path: str) -> str:
+    if path.startswith("/v1/arms/"):
+        action = path.rpartition("/")[2]
+        if action in _OPERATOR_ACTIONS:
+            return f"/v1/arms/{{arm_id}}/{action}"
+    return "other"
 
 
 def _log_fields(request: Request) -> dict[str, Any]:
@@ -708,7 +877,9 @@ def _parse_context_param(text: str | None) -> dict[str, Any] | None:
     try:
         ctx = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
-        raise InvalidContext("<context>", f"the 'context' query parameter is not valid JSON ({exc})") from None
+        raise InvalidContext(
+            "<context>", f"the 'context' query parameter is not valid JSON ({exc})"
+        ) from None
     if not isinstance(ctx, dict):
         raise InvalidContext("<context>", f"must be a JSON object, got {type(ctx).__name__}")
     return ctx
@@ -757,12 +928,20 @@ def create_app(
     secret = token.get_secret_value() if isinstance(token, SecretStr) else token
     if secret is not None and not secret.strip():
         raise ConfigError("token", "must not be empty (unset it to disable authentication)")
-    if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
+    if (
+        isinstance(max_body_bytes, bool)
+        or not isinstance(max_body_bytes, int)
+        or max_body_bytes < 1
+    ):
         raise ConfigError("max_body_bytes", f"must be a positive integer, got {max_body_bytes!r}")
     ctl = controller
-    metrics = _Metrics(ctl, registry if registry is not None else CollectorRegistry(auto_describe=True))
+    metrics = _Metrics(
+        ctl, registry if registry is not None else CollectorRegistry(auto_describe=True)
+    )
     store = ctl.store
-    commit = _GroupCommit(store.flush) if getattr(store, "durability", "always") != "always" else None
+    commit = (
+        _GroupCommit(store.flush) if getattr(store, "durability", "always") != "always" else None
+    )
     state = {"ready": True}
 
     @asynccontextmanager
@@ -806,7 +985,9 @@ def create_app(
         elif exc.status_code == 404:
             body = _error_body(code, None, f"no endpoint at {request.url.path!r} (see /docs)")
         elif exc.status_code == 405:
-            body = _error_body(code, None, f"{request.method} is not allowed on {request.url.path!r}")
+            body = _error_body(
+                code, None, f"{request.method} is not allowed on {request.url.path!r}"
+            )
         else:
             body = _error_body(code, None, str(exc.detail))
         _log_fields(request)["error"] = code
@@ -815,7 +996,10 @@ def create_app(
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         _log_fields(request)["error"] = "InternalError"
         _log.exception("unhandled error", path=request.url.path)
-        return _JSON(_error_body("InternalError", None, "internal error (see the server log)"), status_code=500)
+        return _JSON(
+            _error_body("InternalError", None, "internal error (see the server log)"),
+            status_code=500,
+        )
 
     app.add_exception_handler(RoutewiseError, on_routewise_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
@@ -824,18 +1008,29 @@ def create_app(
 
     # --------------------------------------------------------------- endpoints
     @app.post(
-        "/v1/decide", response_model=DecisionOut, responses=_errors(400, 413, 422, 503), tags=["routing"]
+        "/v1/decide",
+        response_model=DecisionOut,
+        responses=_errors(400, 413, 422, 503),
+        tags=["routing"],
     )
     async def decide(body: DecideIn, request: Request) -> Response:
         """Choose an arm for a request context; log the decision with its exact propensity."""
         d = ctl.decide(
-            body.context, arms=body.arms, reward=_resolve_reward(body.reward), request_id=body.request_id
+            body.context,
+            arms=body.arms,
+            reward=_resolve_reward(body.reward),
+            request_id=body.request_id,
         )
         if commit is not None:
             await commit.durable()
         metrics.decisions.labels(d.arm.id, "true" if d.explored else "false").inc()
         fields = _log_fields(request)
-        fields.update(decision_id=d.decision_id, arm=d.arm.id, propensity=round(d.propensity, 6), explored=d.explored)
+        fields.update(
+            decision_id=d.decision_id,
+            arm=d.arm.id,
+            propensity=round(d.propensity, 6),
+            explored=d.explored,
+        )
         if body.request_id is not None:
             fields["request_id"] = body.request_id
         return _JSON(_decision_json(d))
@@ -849,7 +1044,13 @@ def create_app(
     async def feedback(body: FeedbackIn, request: Request) -> Response:
         """Report the outcome of a decision; learn from it. Idempotent per decision id."""
         o = body.outcome
-        outcome = Outcome(valid=o.valid, latency_ms=o.latency_ms, cost_usd=o.cost_usd, error=o.error, score=o.score)
+        outcome = Outcome(
+            valid=o.valid,
+            latency_ms=o.latency_ms,
+            cost_usd=o.cost_usd,
+            error=o.error,
+            score=o.score,
+        )
         fields = _log_fields(request)
         fields["decision_id"] = body.decision_id
         r = ctl.feedback(body.decision_id, outcome)
@@ -863,10 +1064,14 @@ def create_app(
     async def policy(
         context: Annotated[
             str | None,
-            Query(description='Request context as a JSON object, e.g. {"task": "extraction"}. '
-                  "Default: the recent traffic mix."),
+            Query(
+                description='Request context as a JSON object, e.g. {"task": "extraction"}. '
+                "Default: the recent traffic mix."
+            ),
         ] = None,
-        arms: Annotated[list[str] | None, Query(description="Restrict the ranking to these arm ids.")] = None,
+        arms: Annotated[
+            list[str] | None, Query(description="Restrict the ranking to these arm ids.")
+        ] = None,
     ) -> Response:
         """Arms ranked by expected reward (with uncertainty), best first."""
         rows = ctl.best_policy(_parse_context_param(context), arms=arms or None)
@@ -876,6 +1081,97 @@ def create_app(
     async def arms_status() -> Response:
         """Per-arm counts, mean reward, validity, latency percentiles and cost."""
         return _JSON(ctl.status().to_dict())
+
+    @app.get("/v1/health", response_model=GuardianHealthOut, responses=_errors(), tags=["guardian"])
+    async def guardian_health() -> Response:
+        """Each arm's Guardian state: healthy, quarantined, probing or pinned."""
+        g = ctl.guardian
+        arms = ctl.health()
+        return _JSON(
+            {"enabled": g is not None, "pinned": g.pinned if g is not None else None, "arms": arms}
+        )
+
+    @app.get(
+        "/v1/events",
+        response_model=list[GuardianEventOut],
+        responses=_errors(422, 503),
+        tags=["guardian"],
+    )
+    async def guardian_events(
+        limit: Annotated[
+            int | None, Query(ge=0, le=1_000_000_000, description="Only the newest N events.")
+        ] = None,
+    ) -> Response:
+        """Health transitions (Guardian trips, probes, recoveries and operator actions), oldest first."""
+        return _JSON([_plain_json(e.to_dict()) for e in ctl.events(limit)])
+
+    operator_responses: dict[int | str, dict[str, Any]] = {
+        **_errors(413, 422, 503),
+        403: {
+            "model": ErrorOut,
+            "description": "The server has no token: operator actions are disabled",
+        },
+        404: {"model": ErrorOut, "description": "Unknown arm (UnknownArm, field arm_id)"},
+    }
+    operator_responses[422] = {
+        "model": ErrorOut,
+        "description": "The Guardian is disabled (ConfigError, field guardian)",
+    }
+    no_token = _error_body("Forbidden", "Authorization", _NO_TOKEN_REASON)
+    operator_docs = {
+        "pin": "Send all traffic to the arm (propensity 1) until it is released.",
+        "quarantine": "Exclude the arm from selection until it is released.",
+        "release": "Return the arm to healthy (unpin or unquarantine) and forget its detectors' history.",
+    }
+
+    def operator_endpoint(action: str) -> Callable[..., Any]:
+        async def operator_action(
+            arm_id: Annotated[
+                str,
+                PathParam(
+                    description="Arm id, e.g. 'openai:gpt-5.4/direct_emit' (plain, or URL-encoded: %2F)."
+                ),
+            ],
+            request: Request,
+        ) -> Response:
+            fields = _log_fields(request)
+            fields.update(arm=arm_id, action=action)
+            if secret is None:
+                fields["error"], fields["field"] = "Forbidden", "Authorization"
+                return _JSON(no_token, status_code=403)
+            try:
+                getattr(ctl, action)(arm_id)
+            except UnknownArm as exc:
+                fields["error"], fields["field"] = "UnknownArm", "arm_id"
+                body = _error_body(
+                    "UnknownArm",
+                    "arm_id",
+                    f"unknown arm {exc.arm_id!r}",
+                    str(exc),
+                    arm_id=exc.arm_id,
+                    known_arms=exc.known,
+                )
+                return _JSON(body, status_code=404)
+            if commit is not None:
+                await commit.durable()
+            g = ctl.guardian
+            pinned = g.pinned if g is not None else None
+            state = ctl.health().get(arm_id, "healthy")
+            fields["state"] = state
+            return _JSON({"arm": arm_id, "action": action, "state": state, "pinned": pinned})
+
+        operator_action.__name__ = f"{action}_arm"
+        operator_action.__doc__ = operator_docs[action] + " Needs the bearer token."
+        return operator_action
+
+    for action in _OPERATOR_ACTIONS:
+        app.post(
+            f"/v1/arms/{{arm_id:path}}/{action}",
+            response_model=OperatorOut,
+            responses=operator_responses,
+            tags=["guardian"],
+            name=f"{action}_arm",
+        )(operator_endpoint(action))
 
     @app.get(
         "/v1/trace",
@@ -891,13 +1187,18 @@ def create_app(
     )
     async def trace(
         since: Annotated[
-            float | None, Query(description="Only decisions with ts >= since (unix seconds).", allow_inf_nan=False)
+            float | None,
+            Query(
+                description="Only decisions with ts >= since (unix seconds).", allow_inf_nan=False
+            ),
         ] = None,
     ) -> StreamingResponse:
         """Stream the decision/feedback trace as JSON Lines, up to the time of the request."""
         lines = ctl.store.iter_trace(since)
         first = list(islice(lines, _TRACE_CHUNK))  # errors surface before the 200 is sent
-        return StreamingResponse(_trace_body(first, lines, ctl.clock()), media_type="application/x-ndjson")
+        return StreamingResponse(
+            _trace_body(first, lines, ctl.clock()), media_type="application/x-ndjson"
+        )
 
     @app.get("/healthz", response_model=HealthOut, tags=["operations"])
     async def healthz() -> Response:
@@ -919,7 +1220,12 @@ def create_app(
     @app.get(
         "/metrics",
         response_class=Response,
-        responses={200: {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        responses={
+            200: {
+                "description": "Prometheus text format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
         tags=["operations"],
     )
     async def prometheus_metrics() -> Response:
@@ -937,7 +1243,9 @@ def create_app(
     return app
 
 
-async def _trace_body(first: list[dict[str, Any]], rest: Iterator[dict[str, Any]], cutoff: float) -> AsyncIterator[bytes]:
+async def _trace_body(
+    first: list[dict[str, Any]], rest: Iterator[dict[str, Any]], cutoff: float
+) -> AsyncIterator[bytes]:
     chunk = first
     while chunk:
         lines = []
@@ -973,11 +1281,18 @@ def _customize_openapi(app: FastAPI, arm_ids: list[str], auth: bool) -> None:
         for variant in decide.get("reward", {}).get("anyOf", []):
             if variant.get("type") == "string":
                 variant["enum"] = sorted(PRESETS)
-        for param in schema.get("paths", {}).get("/v1/policy", {}).get("get", {}).get("parameters", []):
+        for param in (
+            schema.get("paths", {}).get("/v1/policy", {}).get("get", {}).get("parameters", [])
+        ):
             if param.get("name") == "arms":
                 for variant in param.get("schema", {}).get("anyOf", []):
                     if variant.get("type") == "array":
                         variant["items"] = arm_enum
+        for action in _OPERATOR_ACTIONS:
+            op = schema.get("paths", {}).get(f"/v1/arms/{{arm_id}}/{action}", {}).get("post", {})
+            for param in op.get("parameters", []):
+                if param.get("name") == "arm_id":
+                    param["schema"] = {**param.get("schema", {}), **arm_enum}
         if auth:
             components["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
             for path, ops in schema.get("paths", {}).items():
@@ -1064,7 +1379,9 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.WriteLoggerFactory(file=cast(TextIO, writer) if writer is not None else out),
+        logger_factory=structlog.WriteLoggerFactory(
+            file=cast(TextIO, writer) if writer is not None else out
+        ),
         cache_logger_on_first_use=True,
     )
     return writer
@@ -1177,7 +1494,9 @@ def _serve(settings: RoutewiseSettings) -> None:
         _preload()
         uv = uvicorn.Server(uv_config)
         # uvicorn re-raises the signal that stopped it; make that a no-op so we get to close().
-        previous = {sig: signal.signal(sig, _ignore_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous = {
+            sig: signal.signal(sig, _ignore_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
         # Everything built so far (modules, app, learned state) lives for the whole run: move it
         # out of the collector's view, so full collections stay short (no 50-100 ms pauses).
         gc.collect()

@@ -26,7 +26,13 @@ pytestmark = pytest.mark.anyio
 
 ARMS = rw.make_arms(["openai:gpt-5.4", "ollama:llama3"])
 ARM_IDS = [a.id for a in ARMS]
-CTX = {"task": "extraction", "schema_depth": 3, "n_fields": 12, "input_tokens": 900, "language": "zh"}
+CTX = {
+    "task": "extraction",
+    "schema_depth": 3,
+    "n_fields": 12,
+    "input_tokens": 900,
+    "language": "zh",
+}
 OUTCOME = {"valid": True, "latency_ms": 840.0, "cost_usd": 0.0004}
 TOKEN = "tok-3f9a1c-very-secret"
 
@@ -101,7 +107,9 @@ async def test_decide_among_eligible_arms_with_reward_override_and_request_id(
     assert by_id[d2["decision_id"]]["reward_spec"]["latency_budget_ms"] == 500
 
 
-async def test_feedback_learns_once_and_is_idempotent(api: httpx.AsyncClient, ctl: rw.Controller) -> None:
+async def test_feedback_learns_once_and_is_idempotent(
+    api: httpx.AsyncClient, ctl: rw.Controller
+) -> None:
     d = await decide(api)
     r1 = await api.post("/v1/feedback", json={"decision_id": d["decision_id"], "outcome": OUTCOME})
     assert r1.status_code == 200, r1.text
@@ -136,7 +144,9 @@ async def test_feedback_too_late_is_409() -> None:
     async with client_for(create_app(ctl)) as api:
         d = await decide(api)
         now[0] += 61.0
-        r = await api.post("/v1/feedback", json={"decision_id": d["decision_id"], "outcome": OUTCOME})
+        r = await api.post(
+            "/v1/feedback", json={"decision_id": d["decision_id"], "outcome": OUTCOME}
+        )
     assert r.status_code == 409
     body = strict_json(r.text)
     assert body["error"] == "FeedbackTooLate" and body["field"] == "decision_id"
@@ -164,7 +174,10 @@ async def test_policy_matches_best_policy(api: httpx.AsyncClient, ctl: rw.Contro
         ok = d["arm"]["backend"] == "ollama:llama3"
         await api.post(
             "/v1/feedback",
-            json={"decision_id": d["decision_id"], "outcome": {**OUTCOME, "valid": ok, "latency_ms": 100.0 + i}},
+            json={
+                "decision_id": d["decision_id"],
+                "outcome": {**OUTCOME, "valid": ok, "latency_ms": 100.0 + i},
+            },
         )
     r = await api.get("/v1/policy")
     assert r.status_code == 200
@@ -172,7 +185,9 @@ async def test_policy_matches_best_policy(api: httpx.AsyncClient, ctl: rw.Contro
     assert body["policy"] == ctl.policy.name
     assert body["arms"] == [row.to_dict() for row in ctl.best_policy()]
     r = await api.get("/v1/policy", params={"context": json.dumps(CTX), "arms": ARM_IDS[3:]})
-    assert strict_json(r.text)["arms"] == [row.to_dict() for row in ctl.best_policy(CTX, arms=ARM_IDS[3:])]
+    assert strict_json(r.text)["arms"] == [
+        row.to_dict() for row in ctl.best_policy(CTX, arms=ARM_IDS[3:])
+    ]
 
 
 async def test_arms_is_the_status(api: httpx.AsyncClient, ctl: rw.Controller) -> None:
@@ -217,9 +232,16 @@ async def test_health_ready_docs_openapi(api: httpx.AsyncClient) -> None:
     docs = await api.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     spec = (await api.get("/openapi.json")).json()
-    assert {"/v1/decide", "/v1/feedback", "/v1/policy", "/v1/arms", "/v1/trace", "/healthz", "/readyz", "/metrics"} <= set(
-        spec["paths"]
-    )
+    assert {
+        "/v1/decide",
+        "/v1/feedback",
+        "/v1/policy",
+        "/v1/arms",
+        "/v1/trace",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    } <= set(spec["paths"])
     arms_schema = spec["components"]["schemas"]["DecideIn"]["properties"]["arms"]["anyOf"][0]
     assert arms_schema["items"]["enum"] == ARM_IDS
     assert "securitySchemes" not in spec.get("components", {})
@@ -241,7 +263,9 @@ async def test_metrics(api: httpx.AsyncClient, ctl: rw.Controller) -> None:
     assert f'routewise_reward_count{{arm="{arm}"}} 1.0' in text
     assert f'routewise_outcome_latency_seconds_count{{arm="{arm}"}} 1.0' in text
     assert 'routewise_api_errors_total{error="UnknownDecision"} 1.0' in text
-    assert 'routewise_http_requests_total{method="POST",route="/v1/feedback",status="200"} 2.0' in text
+    assert (
+        'routewise_http_requests_total{method="POST",route="/v1/feedback",status="200"} 2.0' in text
+    )
     assert "routewise_pending_decisions 0.0" in text
     assert f'routewise_arm_mean_reward{{arm="{arm}"}}' in text
 
@@ -269,30 +293,135 @@ BAD_REQUESTS: list[tuple[str, str, Any, int, str, str | None]] = [
     ("POST", "/v1/decide", {"context": {"a": [1, 2]}}, 422, "InvalidContext", "context.a"),
     ("POST", "/v1/decide", b'{"context": {"a": NaN}}', 422, "InvalidContext", "context.a"),
     ("POST", "/v1/decide", b'{"context": {"a": Infinity}}', 422, "InvalidContext", "context.a"),
-    ("POST", "/v1/decide", b'{"context": {"a": 1' + b"0" * 400 + b"}}", 422, "InvalidContext", "context.a"),
+    (
+        "POST",
+        "/v1/decide",
+        b'{"context": {"a": 1' + b"0" * 400 + b"}}",
+        422,
+        "InvalidContext",
+        "context.a",
+    ),
     ("POST", "/v1/decide", {"context": {"": 1}}, 422, "InvalidContext", "context."),
-    ("POST", "/v1/decide", {"context": {"schema_depth": "deep"}}, 422, "InvalidContext", "context.schema_depth"),
+    (
+        "POST",
+        "/v1/decide",
+        {"context": {"schema_depth": "deep"}},
+        422,
+        "InvalidContext",
+        "context.schema_depth",
+    ),
     ("POST", "/v1/decide", {"context": CTX, "arms": []}, 422, "ConfigError", "arms"),
-    ("POST", "/v1/decide", {"context": CTX, "arms": "openai:gpt-5.4/direct_emit"}, 422, "ConfigError", "arms"),
+    (
+        "POST",
+        "/v1/decide",
+        {"context": CTX, "arms": "openai:gpt-5.4/direct_emit"},
+        422,
+        "ConfigError",
+        "arms",
+    ),
     ("POST", "/v1/decide", {"context": CTX, "arms": [3]}, 422, "ConfigError", "arms[0]"),
-    ("POST", "/v1/decide", {"context": CTX, "arms": ["nope:x/direct_emit"]}, 422, "UnknownArm", "arms"),
+    (
+        "POST",
+        "/v1/decide",
+        {"context": CTX, "arms": ["nope:x/direct_emit"]},
+        422,
+        "UnknownArm",
+        "arms",
+    ),
     ("POST", "/v1/decide", {"context": CTX, "reward": "fastest"}, 422, "ConfigError", "reward"),
-    ("POST", "/v1/decide", {"context": CTX, "reward": {"weights": {"speed": 1}}}, 422, "ConfigError", "reward.weights.speed"),
+    (
+        "POST",
+        "/v1/decide",
+        {"context": CTX, "reward": {"weights": {"speed": 1}}},
+        422,
+        "ConfigError",
+        "reward.weights.speed",
+    ),
     ("POST", "/v1/decide", {"context": CTX, "reward": 3}, 422, "InvalidRequest", None),
     ("POST", "/v1/decide", {"context": CTX, "request_id": 7}, 422, "InvalidRequest", "request_id"),
     ("POST", "/v1/decide", {"context": CTX, "colour": "red"}, 422, "InvalidRequest", "colour"),
-    ("POST", "/v1/feedback", {"decision_id": "0" * 32, "outcome": OUTCOME}, 404, "UnknownDecision", "decision_id"),
-    ("POST", "/v1/feedback", {"decision_id": "", "outcome": OUTCOME}, 422, "InvalidRequest", "decision_id"),
-    ("POST", "/v1/feedback", {"decision_id": 5, "outcome": OUTCOME}, 422, "InvalidRequest", "decision_id"),
+    (
+        "POST",
+        "/v1/feedback",
+        {"decision_id": "0" * 32, "outcome": OUTCOME},
+        404,
+        "UnknownDecision",
+        "decision_id",
+    ),
+    (
+        "POST",
+        "/v1/feedback",
+        {"decision_id": "", "outcome": OUTCOME},
+        422,
+        "InvalidRequest",
+        "decision_id",
+    ),
+    (
+        "POST",
+        "/v1/feedback",
+        {"decision_id": 5, "outcome": OUTCOME},
+        422,
+        "InvalidRequest",
+        "decision_id",
+    ),
     ("POST", "/v1/feedback", {"decision_id": "x"}, 422, "InvalidOutcome", "outcome"),
     ("POST", "/v1/feedback", {"decision_id": "x", "outcome": 1}, 422, "InvalidOutcome", "outcome"),
-    ("POST", "/v1/feedback", {"decision_id": "x", "outcome": {**OUTCOME, "latency_ms": -1}}, 422, "InvalidOutcome", "outcome.latency_ms"),
-    ("POST", "/v1/feedback", {"decision_id": "x", "outcome": {**OUTCOME, "cost_usd": "1"}}, 422, "InvalidOutcome", "outcome.cost_usd"),
-    ("POST", "/v1/feedback", b'{"decision_id": "x", "outcome": {"valid": true, "latency_ms": NaN, "cost_usd": 0}}', 422, "InvalidOutcome", "outcome.latency_ms"),
-    ("POST", "/v1/feedback", {"decision_id": "x", "outcome": {**OUTCOME, "valid": "yes"}}, 422, "InvalidOutcome", "outcome.valid"),
-    ("POST", "/v1/feedback", {"decision_id": "x", "outcome": {**OUTCOME, "score": 1.5}}, 422, "InvalidOutcome", "outcome.score"),
-    ("POST", "/v1/feedback", {"decision_id": "x", "outcome": {**OUTCOME, "colour": 1}}, 422, "InvalidOutcome", "outcome.colour"),
-    ("POST", "/v1/feedback", {"decision_id": "x", "outcome": {"valid": True}}, 422, "InvalidOutcome", "outcome.latency_ms"),
+    (
+        "POST",
+        "/v1/feedback",
+        {"decision_id": "x", "outcome": {**OUTCOME, "latency_ms": -1}},
+        422,
+        "InvalidOutcome",
+        "outcome.latency_ms",
+    ),
+    (
+        "POST",
+        "/v1/feedback",
+        {"decision_id": "x", "outcome": {**OUTCOME, "cost_usd": "1"}},
+        422,
+        "InvalidOutcome",
+        "outcome.cost_usd",
+    ),
+    (
+        "POST",
+        "/v1/feedback",
+        b'{"decision_id": "x", "outcome": {"valid": true, "latency_ms": NaN, "cost_usd": 0}}',
+        422,
+        "InvalidOutcome",
+        "outcome.latency_ms",
+    ),
+    (
+        "POST",
+        "/v1/feedback",
+        {"decision_id": "x", "outcome": {**OUTCOME, "valid": "yes"}},
+        422,
+        "InvalidOutcome",
+        "outcome.valid",
+    ),
+    (
+        "POST",
+        "/v1/feedback",
+        {"decision_id": "x", "outcome": {**OUTCOME, "score": 1.5}},
+        422,
+        "InvalidOutcome",
+        "outcome.score",
+    ),
+    (
+        "POST",
+        "/v1/feedback",
+        {"decision_id": "x", "outcome": {**OUTCOME, "colour": 1}},
+        422,
+        "InvalidOutcome",
+        "outcome.colour",
+    ),
+    (
+        "POST",
+        "/v1/feedback",
+        {"decision_id": "x", "outcome": {"valid": True}},
+        422,
+        "InvalidOutcome",
+        "outcome.latency_ms",
+    ),
     ("GET", "/v1/policy?context=%7Bbad", None, 422, "InvalidContext", "context"),
     ("GET", "/v1/policy?context=%5B1%5D", None, 422, "InvalidContext", "context"),
     ("GET", "/v1/policy?context=%7B%22a%22%3A%7B%7D%7D", None, 422, "InvalidContext", "context.a"),
@@ -307,11 +436,22 @@ BAD_REQUESTS: list[tuple[str, str, Any, int, str, str | None]] = [
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "error", "field"), BAD_REQUESTS)
 async def test_bad_input_is_a_4xx_naming_the_field_and_changes_nothing(
-    api: httpx.AsyncClient, ctl: rw.Controller, method: str, path: str, body: Any, status: int, error: str,
+    api: httpx.AsyncClient,
+    ctl: rw.Controller,
+    method: str,
+    path: str,
+    body: Any,
+    status: int,
+    error: str,
     field: str | None,
 ) -> None:
     ctl.decide({"schema_depth": 1})  # so that schema_depth is numeric
-    before = (ctl.status().to_dict(), ctl.store.max_seq(), ctl.featurizer.to_state(), ctl.policy.to_state())
+    before = (
+        ctl.status().to_dict(),
+        ctl.store.max_seq(),
+        ctl.featurizer.to_state(),
+        ctl.policy.to_state(),
+    )
     kw: dict[str, Any] = {}
     if isinstance(body, bytes):
         kw = {"content": body, "headers": {"content-type": "application/json"}}
@@ -324,7 +464,12 @@ async def test_bad_input_is_a_4xx_naming_the_field_and_changes_nothing(
     if field is not None:
         assert err["field"] == field
     assert err["reason"] and err["message"]
-    after = (ctl.status().to_dict(), ctl.store.max_seq(), ctl.featurizer.to_state(), ctl.policy.to_state())
+    after = (
+        ctl.status().to_dict(),
+        ctl.store.max_seq(),
+        ctl.featurizer.to_state(),
+        ctl.policy.to_state(),
+    )
     assert after == before
 
 
@@ -339,9 +484,15 @@ async def test_oversized_bodies_are_413(ctl: rw.Controller) -> None:
             for i in range(0, len(big), 100):
                 yield big[i : i + 100]
 
-        r = await api.post("/v1/decide", content=chunks(), headers={"content-type": "application/json"})
+        r = await api.post(
+            "/v1/decide", content=chunks(), headers={"content-type": "application/json"}
+        )
         assert r.status_code == 413 and r.json()["error"] == "PayloadTooLarge"
-        r = await api.post("/v1/decide", content=b"{}", headers={"content-type": "application/json", "content-length": "x"})
+        r = await api.post(
+            "/v1/decide",
+            content=b"{}",
+            headers={"content-type": "application/json", "content-length": "x"},
+        )
         assert r.status_code == 400
         ok = await api.post("/v1/decide", json={"context": CTX})
         assert ok.status_code == 200
@@ -357,11 +508,18 @@ def test_create_app_rejects_bad_arguments(ctl: rw.Controller) -> None:
         create_app(ctl, max_body_bytes=0)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     outcome=st.dictionaries(
         st.sampled_from(["valid", "latency_ms", "cost_usd", "error", "score", "extra"]),
-        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5) | st.lists(st.integers(), max_size=2),
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats()
+        | st.text(max_size=5)
+        | st.lists(st.integers(), max_size=2),
     ),
     context=st.dictionaries(
         st.sampled_from(["task", "schema_depth", "n_fields", "strict", "x"]),
@@ -376,7 +534,11 @@ def test_arbitrary_json_never_5xx_and_valid_feedback_is_learned_once(
 
     async def run() -> None:
         async with client_for(app) as api:
-            r = await api.post("/v1/decide", content=json.dumps({"context": context}), headers={"content-type": "application/json"})
+            r = await api.post(
+                "/v1/decide",
+                content=json.dumps({"context": context}),
+                headers={"content-type": "application/json"},
+            )
             assert r.status_code in (200, 422), r.text
             if r.status_code != 200:
                 assert r.json()["error"] == "InvalidContext"
@@ -386,7 +548,9 @@ def test_arbitrary_json_never_5xx_and_valid_feedback_is_learned_once(
                 did = r.json()["decision_id"]
             before = ctl.status().feedbacks
             body = json.dumps({"decision_id": did, "outcome": outcome})
-            f = await api.post("/v1/feedback", content=body, headers={"content-type": "application/json"})
+            f = await api.post(
+                "/v1/feedback", content=body, headers={"content-type": "application/json"}
+            )
             try:
                 expected: float | None = ctl.reward(rw.Outcome.from_dict(outcome))
             except rw.InvalidOutcome:
@@ -410,9 +574,18 @@ async def test_token_is_required_except_for_health(ctl: rw.Controller) -> None:
     app = create_app(ctl, token=TOKEN)
     with capture_logs() as logs:
         async with client_for(app) as anon:
-            for method, path in [("POST", "/v1/decide"), ("GET", "/v1/policy"), ("GET", "/v1/arms"),
-                                 ("GET", "/v1/trace"), ("GET", "/metrics"), ("GET", "/openapi.json"), ("GET", "/docs")]:
-                r = await anon.request(method, path, json={"context": CTX} if method == "POST" else None)
+            for method, path in [
+                ("POST", "/v1/decide"),
+                ("GET", "/v1/policy"),
+                ("GET", "/v1/arms"),
+                ("GET", "/v1/trace"),
+                ("GET", "/metrics"),
+                ("GET", "/openapi.json"),
+                ("GET", "/docs"),
+            ]:
+                r = await anon.request(
+                    method, path, json={"context": CTX} if method == "POST" else None
+                )
                 assert r.status_code == 401, path
                 assert r.headers["www-authenticate"] == "Bearer"
                 assert r.json()["error"] == "Unauthorized" and r.json()["field"] == "Authorization"
@@ -424,7 +597,9 @@ async def test_token_is_required_except_for_health(ctl: rw.Controller) -> None:
             assert basic.status_code == 401
         async with client_for(app, headers={"Authorization": f"Bearer {TOKEN}"}) as authed:
             d = await decide(authed)
-            r = await authed.post("/v1/feedback", json={"decision_id": d["decision_id"], "outcome": OUTCOME})
+            r = await authed.post(
+                "/v1/feedback", json={"decision_id": d["decision_id"], "outcome": OUTCOME}
+            )
             assert r.status_code == 200
             spec = (await authed.get("/openapi.json")).json()
             assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
@@ -447,7 +622,9 @@ async def test_one_canonical_log_line_per_request(api: httpx.AsyncClient) -> Non
     with capture_logs() as logs:
         d = await decide(api, request_id="r1")
         await api.post("/v1/feedback", json={"decision_id": d["decision_id"], "outcome": OUTCOME})
-        await api.post("/v1/feedback", json={"decision_id": "x", "outcome": {**OUTCOME, "latency_ms": -5}})
+        await api.post(
+            "/v1/feedback", json={"decision_id": "x", "outcome": {**OUTCOME, "latency_ms": -5}}
+        )
         await api.get("/v1/arms")
     requests = [e for e in logs if e["event"] == "request"]
     assert len(requests) == 4
@@ -455,8 +632,16 @@ async def test_one_canonical_log_line_per_request(api: httpx.AsyncClient) -> Non
     assert dec["decision_id"] == d["decision_id"] and dec["arm"] == d["arm"]["id"]
     assert dec["propensity"] == round(d["propensity"], 6) and dec["request_id"] == "r1"
     assert dec["status"] == 200 and dec["path"] == "/v1/decide" and dec["duration_ms"] >= 0
-    assert fb["decision_id"] == d["decision_id"] and isinstance(fb["reward"], float) and fb["duplicate"] is False
-    assert bad["status"] == 422 and bad["error"] == "InvalidOutcome" and bad["field"] == "outcome.latency_ms"
+    assert (
+        fb["decision_id"] == d["decision_id"]
+        and isinstance(fb["reward"], float)
+        and fb["duplicate"] is False
+    )
+    assert (
+        bad["status"] == 422
+        and bad["error"] == "InvalidOutcome"
+        and bad["field"] == "outcome.latency_ms"
+    )
     assert arms["status"] == 200 and arms["path"] == "/v1/arms"
     assert all("context" not in e for e in requests)  # request contexts are never logged
 
@@ -472,7 +657,10 @@ async def test_acknowledged_decisions_and_feedback_are_committed(tmp_path: Path)
             stored = {r[0] for r in other.execute("SELECT decision_id FROM decisions")}
         assert {d["decision_id"] for d in decisions} <= stored
         results = await asyncio.gather(
-            *(api.post("/v1/feedback", json={"decision_id": d["decision_id"], "outcome": OUTCOME}) for d in decisions)
+            *(
+                api.post("/v1/feedback", json={"decision_id": d["decision_id"], "outcome": OUTCOME})
+                for d in decisions
+            )
         )
         assert all(r.status_code == 200 for r in results)
         with sqlite3.connect(path) as other:

@@ -177,7 +177,7 @@ def test_kill_9_restart_restores_everything_then_sigterm_snapshots(tmp_path: Pat
             with pytest.raises(APIError) as err:
                 anon.best_policy()
             assert err.value.status_code == 401 and err.value.error == "Unauthorized"
-            assert anon.health()
+            assert anon.alive()
         with Client(d2.url, token=TOKEN) as client:
             assert policy_snapshot(client) == before_policy
             after_status = client.status()
