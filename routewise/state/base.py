@@ -15,6 +15,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import numpy as np
+import numpy.typing as npt
+
 __all__ = ["DecisionRecord", "Durability", "EventRecord", "FeedbackRecord", "Store"]
 
 Durability = Literal["always", "feedback", "batch"]
@@ -30,7 +33,7 @@ class DecisionRecord:
     context: dict[str, Any]
     arm: str
     propensity: float
-    features: list[float]
+    features: Sequence[float] | npt.NDArray[np.float64]  # array when live; list when read back
     policy: str
     reward_spec: dict[str, Any] | None = None
     eligible: list[str] | None = None

@@ -39,6 +39,8 @@ class MemoryStore:
         self._meta = copy.deepcopy(meta)
 
     def log_decision(self, rec: DecisionRecord) -> None:
+        # keep our own copy of the caller's context (SQLite serializes it on the spot)
+        rec.context = dict(rec.context)
         self._decisions[rec.decision_id] = rec
         self._order.append((rec.seq, "d", rec.decision_id))
         self._max_seq = max(self._max_seq, rec.seq)
