@@ -109,7 +109,9 @@ def test_probe_cycle_recovery_and_backoff() -> None:
     assert [(e.from_state, e.to_state) for e in ev] == [("quarantined", "probing")]
     # probe window still failing → back to quarantine with doubled cooldown (backoff)
     ev = feed(g, arm, 10, error="rate_limited", t0=200)
-    failed = [e for e in ev if e.reason == "probe_failed"]
+    failed = [e for e in ev if e.reason.startswith("probe_failed")]
+    # fail fast: the error-burst check trips on the 5th failed probe, not after all 10
+    assert failed[0].reason == "probe_failed:error_burst" and failed[0].evidence["probe_n"] == 5
     assert (
         failed and failed[0].to_state == "quarantined" and failed[0].evidence["cooldown_s"] == 120.0
     )

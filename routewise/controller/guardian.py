@@ -481,7 +481,7 @@ class Guardian:
         h.n += 1
 
         if h.state == "probing":
-            return self._probe(arm, h, ll, y, is_err, ts)
+            return self._probe(arm, h, obs, ll, y, is_err)
         if h.state != "healthy":
             return []
 
@@ -562,13 +562,20 @@ class Guardian:
         ]
 
     def _probe(
-        self, arm: str, h: ArmHealth, ll: float, y: float, is_err: bool, ts: float
+        self, arm: str, h: ArmHealth, obs: Observation, ll: float, y: float, is_err: bool
     ) -> list[GuardianEvent]:
+        ts = obs.ts
         h.probe_n += 1
         h.probe_valid += int(y)
         h.probe_errors += int(is_err)
         if not is_err:
             h.probe_loglat_sum += ll
+        # fail fast: the same checks run on probe traffic, so a still-broken arm goes back to
+        # quarantine after a handful of probes instead of a whole probe window
+        for check in self.checks:
+            trip = check(h, obs)
+            if trip is not None:
+                return self._probe_failed(arm, h, ts, f"probe_failed:{trip.reason}", trip.evidence)
         if h.probe_n < self.probe_n:
             return []
         ok_n = h.probe_n - h.probe_errors
@@ -594,19 +601,27 @@ class Guardian:
             h.recent_loglat = mean_ll if ok_n else h.recent_loglat
             h.recent_valid = validity
             return [GuardianEvent(ts, arm, "probing", "healthy", "probe_passed", evidence)]
+        return self._probe_failed(arm, h, ts, "probe_failed", evidence)
+
+    def _probe_failed(
+        self, arm: str, h: ArmHealth, ts: float, reason: str, evidence: dict[str, Any]
+    ) -> list[GuardianEvent]:
         cooldown = min(self.cooldown_s * 2.0**h.trips, self.max_cooldown_s)
         h.trips += 1
         h.state = "quarantined"
         self._n_out = -1
         h.until = ts + cooldown
+        h.cusum_lat = h.cusum_valid = 0.0
+        h.consecutive_errors = 0
+        h.recent_errors = []
         return [
             GuardianEvent(
                 ts,
                 arm,
                 "probing",
                 "quarantined",
-                "probe_failed",
-                {**evidence, "cooldown_s": cooldown},
+                reason,
+                {**evidence, "probe_n": h.probe_n, "cooldown_s": cooldown},
             )
         ]
 
