@@ -340,6 +340,341 @@ def version() -> None:
     console.print(__version__)
 
 
+@app.command()
+def simulate(
+    scenario: Annotated[
+        str,
+        typer.Option(
+            "--scenario",
+            "-s",
+            help="Named scenario (stationary, degradation, outage, price-shock, mix-shift) or a .toml/.yaml file.",
+        ),
+    ] = "stationary",
+    policies: Annotated[
+        str,
+        typer.Option(
+            "--policies",
+            "-p",
+            help="Comma-separated policy specs, e.g. squarecb,linucb:alpha=0.5,default.",
+        ),
+    ] = "squarecb,linucb,lints,uniform",
+    rounds: Annotated[
+        int | None, typer.Option("--rounds", "-n", help="Rounds per run (default: the scenario's).")
+    ] = None,
+    seeds: Annotated[
+        int, typer.Option("--seeds", help="Runs per policy (seeds SEED, SEED+1, …).")
+    ] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="First seed.")] = 0,
+    reward: Annotated[
+        str | None,
+        typer.Option("--reward", help="Reward preset (default: the scenario's, else balanced)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write results.json and PNG plots into this directory."),
+    ] = None,
+    from_trace: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-trace",
+            help="Fit the arms' outcome models to this trace (JSONL or SQLite store).",
+        ),
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Fail on the first bad trace line.")
+    ] = False,
+    guardian: Annotated[
+        bool, typer.Option("--guardian/--no-guardian", help="Run the Controller with its Guardian.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Simulate policies through the Controller on a scenario; report regret, tables and plots."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from routewise.simulations import TraceEnvironment, load_scenario
+    from routewise.simulations import simulate as run_simulation
+    from routewise.simulations.render import simulation_table, trace_fit_message
+
+    spec = load_scenario(scenario)
+    env = TraceEnvironment.fit(from_trace, strict=strict) if from_trace is not None else None
+    if env is not None:
+        err_console.print(trace_fit_message(env), highlight=False)
+    names = [p for p in policies.split(",") if p.strip()]
+    total = (rounds if rounds is not None else spec.rounds) * seeds * len(names)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=as_json,
+    ) as bar:
+        task = bar.add_task("simulating", total=total)
+
+        def tick(policy: str, run_seed: int, done: int) -> None:
+            bar.update(task, advance=done, description=f"{policy} (seed {run_seed})")
+
+        result = run_simulation(
+            spec,
+            names,
+            rounds=rounds,
+            seeds=seeds,
+            seed=seed,
+            reward=reward,
+            environment=env,
+            guardian=guardian,
+            progress=tick,
+        )
+    if as_json:
+        typer.echo(
+            json.dumps({"summary": result.summary(), "baselines": result.baselines()}, indent=2)
+        )
+    else:
+        console.print(simulation_table(result))
+    if out is not None:
+        paths = result.write(out)
+        err_console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@app.command()
+def replay(
+    trace: Annotated[
+        Path, typer.Argument(help="Logged trace: JSON Lines or a routewise SQLite store.")
+    ],
+    policy: Annotated[
+        list[str],
+        typer.Option(
+            "--policy",
+            "-p",
+            help="Candidate (repeatable or comma-separated): a policy spec like squarecb or "
+            "linucb:alpha=0.3 (optionally @reward_preset to learn from), or a JSON file {arm_id: probability}.",
+        ),
+    ],
+    reward: Annotated[
+        str | None,
+        typer.Option(
+            "--reward", help="Recompute rewards from the logged outcomes with this preset."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail on the first bad line.")] = False,
+    rejection: Annotated[
+        bool,
+        typer.Option(
+            "--rejection",
+            help="Also run Li et al. rejection replay (uniformly logged traces only).",
+        ),
+    ] = False,
+    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples.")] = 1000,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the bootstrap and the policies.")
+    ] = 0,
+    switch_tau: Annotated[
+        float, typer.Option("--switch-tau", help="Switch-DR: importance weights above this use DM.")
+    ] = 100.0,
+) -> None:
+    """Estimate what candidate policies would have achieved on a logged trace (IPS, SNIPS, DM, DR, Switch-DR)."""
+    from routewise.simulations import replay as run_replay
+    from routewise.simulations.render import replay_table
+
+    candidates = [c.strip() for item in policy for c in item.split(",") if c.strip()]
+    result = run_replay(
+        trace,
+        candidates,
+        reward=reward,
+        strict=strict,
+        rejection=rejection,
+        tau=switch_tau,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    diag = result.diagnostics()
+    if diag["bad"] or diag["skipped"]:
+        first = (diag["errors"] + diag["skip_errors"])[:3]
+        err_console.print(
+            f"skipped {diag['bad'] + diag['skipped']} unusable line(s) of {diag['lines']} "
+            f"(first: {'; '.join(first)}); use --strict to fail instead",
+            highlight=False,
+        )
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        console.print(replay_table(result))
+
+
+experiment_app = typer.Typer(
+    help="A/B experiments between policies (create, start, status, stop, promote, abort)."
+)
+app.add_typer(experiment_app, name="experiment")
+
+
+def _json_arg(value: str | None, name: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(name, f"not valid JSON ({exc.msg} at char {exc.pos})") from None
+
+
+@experiment_app.command("create")
+def experiment_create(
+    name: Annotated[str, typer.Argument(help="Experiment name.")],
+    variants: Annotated[
+        str,
+        typer.Option(
+            "--variants",
+            help='JSON: {"control": {"policy": "squarecb"}, "candidate": {"policy": "linucb", '
+            '"reward": "low_latency"}} — the first is the control.',
+        ),
+    ],
+    split: Annotated[
+        str | None,
+        typer.Option("--split", help='JSON: {"control": 0.5, "candidate": 0.5} (default: equal).'),
+    ] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create a draft experiment."""
+    v = _json_arg(variants, "--variants")
+    if not isinstance(v, dict):
+        raise ConfigError("--variants", "must be a JSON object of variant name to policy spec")
+    with _open_existing(db, config, read_only=False) as ctl:
+        spec = ctl.create_experiment(name, v, _json_arg(split, "--split"))
+    console.print(
+        f"experiment {spec.name!r} created (draft): variants {', '.join(spec.variants)}; control {spec.control!r}"
+    )
+
+
+def _lifecycle(action: str, name: str, db: Path | None, config: Path | None, *args: str) -> None:
+    with _open_existing(db, config, read_only=False) as ctl:
+        spec = getattr(ctl, f"{action}_experiment")(name, *args)
+    console.print(
+        f"experiment {spec.name!r}: {spec.status}"
+        + (f" (winner {spec.winner!r})" if spec.winner else "")
+    )
+
+
+@experiment_app.command("start")
+def experiment_start(
+    name: Annotated[str, typer.Argument()], db: DbOption = None, config: ConfigOption = None
+) -> None:
+    """Start routing traffic to the variants."""
+    _lifecycle("start", name, db, config)
+
+
+@experiment_app.command("stop")
+def experiment_stop(
+    name: Annotated[str, typer.Argument()], db: DbOption = None, config: ConfigOption = None
+) -> None:
+    """Stop assigning traffic (statistics stay for status, promote or abort)."""
+    _lifecycle("stop", name, db, config)
+
+
+@experiment_app.command("promote")
+def experiment_promote(
+    name: Annotated[str, typer.Argument()],
+    variant: Annotated[str, typer.Argument(help="The winning variant.")],
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Make VARIANT's policy (with what it learned), reward and arms the default."""
+    _lifecycle("promote", name, db, config, variant)
+
+
+@experiment_app.command("abort")
+def experiment_abort(
+    name: Annotated[str, typer.Argument()], db: DbOption = None, config: ConfigOption = None
+) -> None:
+    """End the experiment without changing the default policy."""
+    _lifecycle("abort", name, db, config)
+
+
+@experiment_app.command("status")
+def experiment_status(
+    name: Annotated[str, typer.Argument()],
+    db: DbOption = None,
+    config: ConfigOption = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot", help="Write a PNG of the reward difference and its confidence sequence."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Per-variant statistics and always-valid comparisons against the control."""
+    with _open_existing(db, config) as ctl:
+        rep = ctl.experiment_status(name)
+        if plot is not None:
+            ctl.plot_experiment(name, plot)
+    if as_json:
+        console.print_json(json.dumps(rep.to_dict()))
+        return
+    t = Table(title=f"experiment {rep.name} — {rep.status}; control {rep.control}")
+    for col in (
+        "variant",
+        "n",
+        "assigned",
+        "mean reward",
+        "95% CS",
+        "validity",
+        "p95 ms",
+        "cost $/req",
+    ):
+        t.add_column(col, justify="left" if col == "variant" else "right")
+    for vname, v in rep.variants.items():
+        t.add_row(
+            vname,
+            str(v.n),
+            str(v.assignments),
+            _fmt(v.mean_reward, ".4f"),
+            f"[{_fmt(v.ci_low, '.4f')}, {_fmt(v.ci_high, '.4f')}]",
+            _fmt(v.validity),
+            _fmt(v.p95_latency_ms, ".1f"),
+            _fmt(v.cost, ".6f"),
+        )
+    console.print(t)
+    c = Table(title="comparisons vs control (always-valid; Welch t-test as a fixed-horizon view)")
+    for col in (
+        "variant",
+        "diff",
+        "95% CS",
+        "p (always valid)",
+        "verdict",
+        "Welch p",
+        "guardrails",
+    ):
+        c.add_column(
+            col, justify="left" if col in ("variant", "verdict", "guardrails") else "right"
+        )
+    for vname, cmp in rep.comparisons.items():
+        colour = {"better": "green", "worse": "red"}.get(cmp.verdict, "yellow")
+        bad = [k for k, v in cmp.guardrails.items() if v]
+        c.add_row(
+            vname,
+            _fmt(cmp.diff, "+.4f"),
+            f"[{_fmt(cmp.ci_low, '+.4f')}, {_fmt(cmp.ci_high, '+.4f')}]",
+            _fmt(cmp.p_value, ".4f"),
+            f"[{colour}]{cmp.verdict}[/]",
+            _fmt(cmp.welch_p_value, ".4f"),
+            ", ".join(bad) or "ok",
+        )
+    console.print(c)
+    srm = "[red]SAMPLE RATIO MISMATCH[/]" if rep.srm else "ok"
+    console.print(f"sample ratio check: p = {_fmt(rep.srm_p_value, '.4g')} — {srm}")
+    if rep.stopped_by_guardrail:
+        console.print(f"[red]auto-stopped by guardrail: {rep.stopped_by_guardrail}[/]")
+    if plot is not None:
+        console.print(f"plot written to {plot}")
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -6,7 +6,13 @@ return the library's own objects (:class:`~routewise.Decision`,
 The Guardian's verbs are there too: :meth:`Client.health` (arm id → state),
 :meth:`Client.events`, and the operator actions :meth:`Client.pin`, :meth:`Client.quarantine`
 and :meth:`Client.release` (which need the sidecar's bearer token: a sidecar without one
-refuses them with 403). Liveness and readiness are :meth:`Client.alive` and
+refuses them with 403). Experiments: :meth:`Client.create_experiment`,
+:meth:`Client.start_experiment`, :meth:`Client.stop_experiment`,
+:meth:`Client.promote_experiment` and :meth:`Client.abort_experiment` (operator actions: they
+need the token) return the experiment's spec as a plain dict (``ExperimentSpec.model_dump(mode="json")``),
+:meth:`Client.experiments` a list of them and :meth:`Client.experiment_status` the report as a
+plain dict (``ExperimentReport.to_dict()``); an unknown experiment raises ``ConfigError`` on
+field ``name``, as the library does. Liveness and readiness are :meth:`Client.alive` and
 :meth:`Client.ready`.
 An error response is raised as the library exception it stands for — ``InvalidContext``,
 ``InvalidOutcome``, ``ConfigError``, ``UnknownArm``, ``UnknownDecision``, ``FeedbackTooLate``,
@@ -136,6 +142,7 @@ def _decide_body(
     arms: Iterable[ArmLike] | None,
     reward: str | Mapping[str, Any] | None,
     request_id: str | None,
+    unit_id: str | None = None,
 ) -> bytes:
     _encode_context(context)
     payload: dict[str, Any] = {"context": dict(context)}
@@ -150,6 +157,8 @@ def _decide_body(
         payload["reward"] = reward if isinstance(reward, str) else dict(reward)
     if request_id is not None:
         payload["request_id"] = request_id
+    if unit_id is not None:
+        payload["unit_id"] = unit_id
     try:
         return _dumps(payload)
     except (TypeError, ValueError) as exc:
@@ -166,6 +175,41 @@ def _feedback_body(decision_id: str, outcome: Outcome | Mapping[str, Any]) -> by
             )
         outcome = Outcome.from_dict(outcome)  # the controller's own validation, before sending
     return _dumps({"decision_id": decision_id, "outcome": outcome.to_dict()})
+
+
+def _experiment_path(name: str, action: str | None = None) -> str:
+    """``/v1/experiments/<name, URL-encoded>[/<action>]``."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError("name", f"must be a non-empty string, got {name!r}")
+    path = f"/v1/experiments/{quote(name, safe='')}"
+    return f"{path}/{action}" if action is not None else path
+
+
+def _experiment_body(
+    name: str,
+    variants: Mapping[str, Mapping[str, Any]],
+    split: Mapping[str, float] | None,
+    options: Mapping[str, Any],
+) -> bytes:
+    if not isinstance(variants, Mapping):
+        raise ConfigError("variants", f"expected a mapping, got {type(variants).__name__}")
+    unknown = sorted(set(options) - {"salt", "alpha", "guardrails"})
+    if unknown:
+        raise ConfigError(unknown[0], "unknown option; expected salt, alpha or guardrails")
+    payload: dict[str, Any] = {
+        "name": name,
+        "variants": {k: dict(v) if isinstance(v, Mapping) else v for k, v in variants.items()},
+    }
+    if split is not None:
+        payload["split"] = dict(split)
+    for key in ("salt", "alpha", "guardrails"):
+        if options.get(key) is not None:
+            value = options[key]
+            payload[key] = dict(value) if isinstance(value, Mapping) else value
+    try:
+        return _dumps(payload)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("variants", f"cannot be sent as JSON ({exc})") from None
 
 
 def _operator_path(arm: ArmLike, action: str) -> str:
@@ -215,6 +259,8 @@ def _decision(d: Mapping[str, Any]) -> Decision:
         propensity_method=d["propensity_method"],
         ts=float(d["ts"]),
         reward=d["reward"],
+        experiment=d.get("experiment"),
+        variant=d.get("variant"),
     )
 
 
@@ -276,6 +322,8 @@ def error_from_response(status_code: int, body: Any, text: str = "") -> Routewis
             )
         if code == "InvalidOutcome":
             return InvalidOutcome(_strip("outcome", field, "outcome"), reason)
+        if code == "UnknownExperiment":
+            return ConfigError("name", reason)
         if code == "ConfigError":
             return ConfigError(str(body.get("library_field") or field or "request"), reason)
         if code == "UnknownArm":
@@ -375,9 +423,10 @@ class Client:
         arms: Iterable[ArmLike] | None = None,
         reward: str | Mapping[str, Any] | None = None,
         request_id: str | None = None,
+        unit_id: str | None = None,
     ) -> Decision:
         """Choose an arm for ``context`` (see :meth:`routewise.Controller.decide`)."""
-        body = _decide_body(context, arms, reward, request_id)
+        body = _decide_body(context, arms, reward, request_id, unit_id)
         return _decision(_check(self._http.post("/v1/decide", content=body)))
 
     def feedback(self, decision_id: str, outcome: Outcome | Mapping[str, Any]) -> FeedbackResult:
@@ -434,6 +483,45 @@ class Client:
         """Return ``arm`` to healthy (needs the token)."""
         _check(self._http.post(_operator_path(arm, "release")))
 
+    # ------------------------------------------------------------ experiments
+    def create_experiment(
+        self,
+        name: str,
+        variants: Mapping[str, Mapping[str, Any]],
+        split: Mapping[str, float] | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Create a draft experiment (see :meth:`routewise.Controller.create_experiment`;
+        ``options``: ``salt``, ``alpha``, ``guardrails``); returns its spec as a dict.
+        Needs the token."""
+        body = _experiment_body(name, variants, split, options)
+        return dict(_check(self._http.post("/v1/experiments", content=body)))
+
+    def start_experiment(self, name: str) -> dict[str, Any]:
+        """Start routing traffic to the variants; returns the spec. Needs the token."""
+        return dict(_check(self._http.post(_experiment_path(name, "start"))))
+
+    def stop_experiment(self, name: str) -> dict[str, Any]:
+        """Stop assigning traffic; returns the spec. Needs the token."""
+        return dict(_check(self._http.post(_experiment_path(name, "stop"))))
+
+    def promote_experiment(self, name: str, variant: str) -> dict[str, Any]:
+        """Make ``variant`` the default policy; returns the spec. Needs the token."""
+        body = _dumps({"variant": variant})
+        return dict(_check(self._http.post(_experiment_path(name, "promote"), content=body)))
+
+    def abort_experiment(self, name: str) -> dict[str, Any]:
+        """End the experiment without changing the default policy. Needs the token."""
+        return dict(_check(self._http.post(_experiment_path(name, "abort"))))
+
+    def experiments(self) -> list[dict[str, Any]]:
+        """Every experiment's spec (as dicts), in creation order."""
+        return [dict(e) for e in _check(self._http.get("/v1/experiments"))]
+
+    def experiment_status(self, name: str) -> dict[str, Any]:
+        """The status report (``ExperimentReport.to_dict()``: variants, comparisons, SRM)."""
+        return dict(_check(self._http.get(_experiment_path(name))))
+
     def alive(self) -> bool:
         """True if the sidecar answers ``/healthz`` (liveness; never needs the token)."""
         return self._http.get("/healthz").status_code == 200
@@ -487,8 +575,9 @@ class AsyncClient:
         arms: Iterable[ArmLike] | None = None,
         reward: str | Mapping[str, Any] | None = None,
         request_id: str | None = None,
+        unit_id: str | None = None,
     ) -> Decision:
-        body = _decide_body(context, arms, reward, request_id)
+        body = _decide_body(context, arms, reward, request_id, unit_id)
         return _decision(_check(await self._http.post("/v1/decide", content=body)))
 
     async def feedback(
@@ -551,6 +640,37 @@ class AsyncClient:
 
     async def release(self, arm: ArmLike) -> None:
         _check(await self._http.post(_operator_path(arm, "release")))
+
+    # ------------------------------------------------------------ experiments
+    async def create_experiment(
+        self,
+        name: str,
+        variants: Mapping[str, Mapping[str, Any]],
+        split: Mapping[str, float] | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        body = _experiment_body(name, variants, split, options)
+        return dict(_check(await self._http.post("/v1/experiments", content=body)))
+
+    async def start_experiment(self, name: str) -> dict[str, Any]:
+        return dict(_check(await self._http.post(_experiment_path(name, "start"))))
+
+    async def stop_experiment(self, name: str) -> dict[str, Any]:
+        return dict(_check(await self._http.post(_experiment_path(name, "stop"))))
+
+    async def promote_experiment(self, name: str, variant: str) -> dict[str, Any]:
+        body = _dumps({"variant": variant})
+        path = _experiment_path(name, "promote")
+        return dict(_check(await self._http.post(path, content=body)))
+
+    async def abort_experiment(self, name: str) -> dict[str, Any]:
+        return dict(_check(await self._http.post(_experiment_path(name, "abort"))))
+
+    async def experiments(self) -> list[dict[str, Any]]:
+        return [dict(e) for e in _check(await self._http.get("/v1/experiments"))]
+
+    async def experiment_status(self, name: str) -> dict[str, Any]:
+        return dict(_check(await self._http.get(_experiment_path(name))))
 
     async def alive(self) -> bool:
         return (await self._http.get("/healthz")).status_code == 200

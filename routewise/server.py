@@ -5,7 +5,8 @@ it in-process through ``httpx.ASGITransport``.
 
 Endpoints (JSON unless noted; OpenAPI at ``/openapi.json``, Swagger UI at ``/docs``)::
 
-    POST /v1/decide     {context, arms?, reward?, request_id?} → decision (id, arm, propensity, scores…)
+    POST /v1/decide     {context, arms?, reward?, request_id?, unit_id?} → decision (id, arm,
+                        propensity, scores…, experiment, variant)
     POST /v1/feedback   {decision_id, outcome: {valid, latency_ms, cost_usd, error?, score?}}
                         → {decision_id, arm, reward, duplicate, defaulted}; idempotent per id
     GET  /v1/policy     ?context=<JSON object>&arms=<id>… → arms ranked by expected reward
@@ -16,6 +17,12 @@ Endpoints (JSON unless noted; OpenAPI at ``/openapi.json``, Swagger UI at ``/doc
                         operator actions → {arm, action, state, pinned}; ``arm_id`` is the
                         plain arm id (``/v1/arms/openai:gpt-5.4/direct_emit/pin``) or URL-encoded
                         (``openai%3Agpt-5.4%2Fdirect_emit``); the action is the last segment
+    GET  /v1/experiments                 every experiment's spec, in creation order
+    POST /v1/experiments                 {name, variants, split?, salt?, alpha?, guardrails?}
+                                         → 201 the draft spec (operator action)
+    GET  /v1/experiments/{name}          the status report (per-variant numbers, comparisons, SRM)
+    POST /v1/experiments/{name}/start|stop|abort   operator actions → the updated spec
+    POST /v1/experiments/{name}/promote  {variant} operator action → the updated spec
     GET  /v1/trace      ?since=<unix seconds> → the JSON-Lines trace (streamed)
     GET  /healthz       liveness (never needs the token)
     GET  /readyz        readiness (never needs the token)
@@ -26,7 +33,10 @@ Errors
     offending request field: a :class:`~routewise.errors.RoutewiseError` keeps its class name
     (``InvalidContext``, ``InvalidOutcome``, ``ConfigError``, ``UnknownArm`` → 422;
     ``UnknownDecision`` → 404; ``FeedbackTooLate`` → 409; ``StateError`` → 503; an unknown
-    ``arm_id`` in an operator action path is ``UnknownArm`` → 404); request-shape
+    ``arm_id`` in an operator action path is ``UnknownArm`` → 404; an unknown experiment
+    ``name`` is ``UnknownExperiment`` → 404, field ``name``; a bad experiment spec or lifecycle
+    transition is ``ConfigError`` → 422 naming the field, e.g. ``variants.candidate.arms`` or
+    ``status``, and request-shape errors in experiment bodies are ``ConfigError`` too); request-shape
     errors are ``InvalidContext`` / ``InvalidOutcome`` / ``InvalidRequest`` (422); malformed JSON
     is ``MalformedJSON`` (400); an oversized body ``PayloadTooLarge`` (413); a missing or wrong
     token ``Unauthorized`` (401); an operator action on a server without a token ``Forbidden``
@@ -48,7 +58,8 @@ Security
     Binds ``127.0.0.1`` by default. With a token (``ROUTEWISE_TOKEN`` or ``token`` in the
     config) every endpoint except ``/healthz`` and ``/readyz`` requires
     ``Authorization: Bearer <token>`` (compared in constant time). Operator actions (pin,
-    quarantine, release) always need the token: without one configured they answer 403.
+    quarantine, release, and creating, starting, stopping, promoting or aborting an
+    experiment) always need the token: without one configured they answer 403.
     Request bodies are limited to ``max_body_bytes``. Tokens, headers and request contexts are
     never logged.
 
@@ -67,6 +78,7 @@ import hmac
 import importlib
 import json
 import logging
+import math
 import signal
 import socket
 import sys
@@ -96,6 +108,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, WithJsonSchema
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from routewise.controller.experiments import VariantSpec
 from routewise.errors import (
     ConfigError,
     FeedbackTooLate,
@@ -148,6 +161,7 @@ _ROUTES = frozenset(
         "/openapi.json",
         "/v1/health",
         "/v1/events",
+        "/v1/experiments",
     }
 )
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -202,6 +216,12 @@ class DecideIn(_Model):
         description="Reward override for this decision: a preset name or a reward spec.",
     )
     request_id: str | None = Field(default=None, max_length=256, description="Kept in the trace.")
+    unit_id: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Assignment unit (user, session…): while an experiment runs it picks the "
+        "variant, sticky per unit (default: request_id, else the decision). Ignored otherwise.",
+    )
 
 
 class DecisionOut(BaseModel):
@@ -219,6 +239,10 @@ class DecisionOut(BaseModel):
     propensity_method: str
     ts: float
     reward: str = Field(description="Name of the reward this decision will be learned with.")
+    experiment: str | None = Field(
+        default=None, description="The running experiment that routed it (null: none)."
+    )
+    variant: str | None = Field(default=None, description="Its experiment variant (null: none).")
 
 
 class OutcomeIn(_Model):
@@ -332,6 +356,132 @@ class OperatorOut(BaseModel):
     pinned: str | None
 
 
+# ------------------------------------------------------------------------- experiments
+_NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
+ExperimentName = Annotated[str, Field(min_length=1, max_length=128, pattern=_NAME_PATTERN)]
+ExperimentStatusOut = Literal["draft", "running", "stopped", "promoted", "aborted"]
+_EXPERIMENT_ACTIONS = ("start", "stop", "abort", "promote")
+
+
+class VariantIn(_Model):
+    """One variant: the policy, reward and arm subset its traffic runs with (null: the
+    controller's default)."""
+
+    policy: str | dict[str, Any] | None = Field(
+        default=None,
+        description='A policy name, or {"name": ..., **parameters}.',
+    )
+    reward: str | dict[str, Any] | None = Field(
+        default=None, description="A reward preset name or a reward spec."
+    )
+    arms: list[str] | None = Field(
+        default=None, min_length=1, description="Arm subset (default: every arm)."
+    )
+
+
+class GuardrailsIn(_Model):
+    """Guardrail thresholds (omitted: the defaults)."""
+
+    validity_drop: float | None = Field(default=None, ge=0, lt=1)
+    p95_latency_ratio: float | None = Field(default=None, ge=1)
+    cost_ratio: float | None = Field(default=None, ge=1)
+    min_n: int | None = Field(default=None, ge=2, le=1_000_000_000)
+    auto_stop: bool | None = None
+
+
+class ExperimentIn(_Model):
+    """A new (draft) experiment; the first variant is the control."""
+
+    name: ExperimentName
+    variants: dict[ExperimentName, VariantIn] = Field(
+        min_length=2, description="Variant name → spec, control first."
+    )
+    split: dict[ExperimentName, Annotated[float, Field(gt=0, le=1)]] | None = Field(
+        default=None, description="Traffic share per variant, summing to 1 (default: equal)."
+    )
+    salt: str | None = Field(
+        default=None, min_length=1, max_length=256, description="Assignment salt."
+    )
+    alpha: float | None = Field(default=None, gt=0, lt=1, description="Test level (0.05).")
+    guardrails: GuardrailsIn | None = None
+
+
+class PromoteIn(_Model):
+    """The variant to make the default policy."""
+
+    variant: ExperimentName
+
+
+class VariantSpecOut(BaseModel):
+    policy: str | dict[str, Any] | None
+    reward: str | dict[str, Any] | None
+    arms: list[str] | None
+
+
+class GuardrailsOut(BaseModel):
+    validity_drop: float
+    p95_latency_ratio: float
+    cost_ratio: float
+    min_n: int
+    auto_stop: bool
+
+
+class ExperimentOut(BaseModel):
+    """An experiment's spec and lifecycle state."""
+
+    name: str
+    variants: dict[str, VariantSpecOut]
+    split: dict[str, float]
+    salt: str
+    alpha: float
+    guardrails: GuardrailsOut
+    target_n: int
+    status: ExperimentStatusOut
+    winner: str | None
+    stopped_by_guardrail: str | None
+    created_ts: float | None
+    started_ts: float | None
+    stopped_ts: float | None
+
+
+class VariantReportOut(BaseModel):
+    n: int
+    mean_reward: float | None
+    ci_low: float | None
+    ci_high: float | None
+    validity: float | None
+    p95_latency_ms: float | None
+    cost: float | None
+    assignments: int
+
+
+class ComparisonOut(BaseModel):
+    diff: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    verdict: Literal["better", "worse", "inconclusive"]
+    welch_p_value: float | None
+    welch_ci_low: float | None
+    welch_ci_high: float | None
+    guardrails: dict[str, bool]
+
+
+class ExperimentReportOut(BaseModel):
+    """Per-variant numbers and always-valid comparisons of each candidate with the control."""
+
+    name: str
+    status: ExperimentStatusOut
+    control: str
+    variants: dict[str, VariantReportOut]
+    comparisons: dict[str, ComparisonOut]
+    srm_p_value: float | None
+    srm: bool
+    stopped_by_guardrail: str | None
+    alpha: float
+    winner: str | None
+
+
 class ErrorOut(BaseModel):
     """An error naming the offending field (``null`` when no single field is at fault)."""
 
@@ -389,6 +539,8 @@ def _routewise_error(exc: RoutewiseError) -> tuple[int, dict[str, Any]]:
         return 422, _error_body(
             "ConfigError", exc.field, exc.reason, msg, library_field=exc.library_field
         )
+    if isinstance(exc, _UnknownExperiment):
+        return 404, _error_body("UnknownExperiment", "name", exc.reason, msg, experiment=exc.name)
     if isinstance(exc, ConfigError):
         return 422, _error_body("ConfigError", exc.field, exc.reason, msg)
     if isinstance(exc, UnknownArm):
@@ -434,13 +586,31 @@ def _loc_field(loc: Iterable[int | str]) -> str:
     return out
 
 
-def _validation_error(exc: RequestValidationError) -> tuple[int, dict[str, Any]]:
-    """Map a FastAPI/pydantic request error to our body, naming the first bad field."""
+_UNION_TAGS = ("str", "dict[str,any]", "list[str]")
+
+
+def _drop_union_tags(loc: Iterable[int | str]) -> tuple[int | str, ...]:
+    """``loc`` without pydantic's union-member tags (``policy.str`` → ``policy``)."""
+    out: list[int | str] = []
+    for part in loc:
+        if out and out[-1] in ("policy", "reward", "arms") and part in _UNION_TAGS:
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _validation_error(
+    exc: RequestValidationError, *, config: bool = False
+) -> tuple[int, dict[str, Any]]:
+    """Map a FastAPI/pydantic request error to our body, naming the first bad field.
+
+    With ``config`` (the experiment endpoints) a bad body field is a ``ConfigError``, as the
+    library raises for a bad experiment spec."""
     errors = list(exc.errors())
     if not errors:
         return 422, _error_body("InvalidRequest", None, "invalid request")
     first = errors[0]
-    loc = tuple(first.get("loc", ()))
+    loc = _drop_union_tags(first.get("loc", ()))
     where, path = (
         (loc[0], loc[1:]) if loc and loc[0] in ("body", "query", "path") else ("body", loc)
     )
@@ -448,7 +618,9 @@ def _validation_error(exc: RequestValidationError) -> tuple[int, dict[str, Any]]
     reason = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     more = len(errors) - 1
     extra: dict[str, Any] = {
-        "errors": [_loc_field(e.get("loc", ())[1:]) or "body" for e in errors[:20]]
+        "errors": [
+            _loc_field(_drop_union_tags(e.get("loc", ()))[1:]) or "body" for e in errors[:20]
+        ]
     }
     if kind == "json_invalid":
         detail = first.get("ctx", {}).get("error", "JSON decode error")
@@ -469,7 +641,7 @@ def _validation_error(exc: RequestValidationError) -> tuple[int, dict[str, Any]]
         return 422, _error_body("InvalidOutcome", field, reason, **extra)
     if head == "context" and where == "body":
         return 422, _error_body("InvalidContext", field, reason, **extra)
-    if head == "arms":
+    if head == "arms" or (config and where == "body"):
         return 422, _error_body("ConfigError", field, reason, **extra)
     return 422, _error_body("InvalidRequest", field, reason, **extra)
 
@@ -510,6 +682,8 @@ def _decision_json(d: Decision) -> dict[str, Any]:
         "propensity_method": d.propensity_method,
         "ts": d.ts,
         "reward": d.reward,
+        "experiment": d.experiment,
+        "variant": d.variant,
     }
 
 
@@ -841,6 +1015,12 @@ def _route_label(path: str) -> str:
         action = path.rpartition("/")[2]
         if action in _OPERATOR_ACTIONS:
             return f"/v1/arms/{{arm_id}}/{action}"
+    elif path.startswith("/v1/experiments/"):
+        parts = path.split("/")
+        if len(parts) == 4 and parts[3]:
+            return "/v1/experiments/{name}"
+        if len(parts) == 5 and parts[3] and parts[4] in _EXPERIMENT_ACTIONS:
+            return f"/v1/experiments/{{name}}/{parts[4]}"
     return "other"
 
 
@@ -869,6 +1049,70 @@ def _resolve_reward(spec: str | dict[str, Any] | None) -> Scalarizer | None:
     except ConfigError as exc:
         field = "reward" if isinstance(spec, str) else f"reward.{exc.field}"
         raise _RewardError(field, exc.reason, exc.field) from None
+
+
+class _UnknownExperiment(ConfigError):
+    """The library's ``ConfigError("name", "no experiment …")``, answered with 404."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__("name", reason)
+        self.name = name
+
+
+def _experiment_call(ctl: Controller, name: str, call: Callable[[], Any]) -> Any:
+    """``call()`` on a known experiment, with the library's unknown-experiment
+    ``ConfigError`` made a 404 (checked first: the library may name another error first)."""
+    if all(e.name != name for e in ctl.experiments()):
+        known = sorted(e.name for e in ctl.experiments())
+        raise _UnknownExperiment(name, f"no experiment {name!r} (known: {known})")
+    try:
+        return call()
+    except ConfigError as exc:
+        if exc.field == "name" and exc.reason.startswith("no experiment"):
+            raise _UnknownExperiment(name, exc.reason) from None
+        raise
+
+
+def _check_json_numbers(value: Any, field: str) -> None:
+    """Reject numbers JSON output cannot carry (NaN, infinity, ints beyond float range)."""
+    stack: list[tuple[Any, str]] = [(value, field)]
+    while stack:
+        v, where = stack.pop()
+        if isinstance(v, dict):
+            stack.extend((x, f"{where}.{k}") for k, x in v.items())
+        elif isinstance(v, list):
+            stack.extend((x, f"{where}[{i}]") for i, x in enumerate(v))
+        elif isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(where, f"must be a finite number, got {v!r}")
+        elif isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**63:
+            raise ConfigError(where, "is out of range (|value| > 2**63)")
+
+
+def _experiment_variants(variants: dict[str, VariantIn]) -> dict[str, dict[str, Any]]:
+    """The variants as the controller takes them, checked first so that an error names the
+    request field (``variants.<name>.<field>``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, v in variants.items():
+        where = f"variants.{name}"
+        spec = {"policy": v.policy, "reward": v.reward, "arms": v.arms}
+        _check_json_numbers(spec, where)
+        try:
+            VariantSpec(**spec)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.{exc.field}", exc.reason) from None
+        if v.reward is not None:
+            try:
+                get_reward(v.reward)
+            except ConfigError as exc:
+                field = f"{where}.reward" + ("" if isinstance(v.reward, str) else f".{exc.field}")
+                raise ConfigError(field, exc.reason) from None
+        for i, arm in enumerate(v.arms or ()):
+            try:
+                Arm.parse(arm)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}.arms[{i}]", exc.reason) from None
+        out[name] = spec
+    return out
 
 
 def _parse_context_param(text: str | None) -> dict[str, Any] | None:
@@ -972,7 +1216,7 @@ def create_app(
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        status, body = _validation_error(exc)
+        status, body = _validation_error(exc, config=request.url.path.startswith("/v1/experiments"))
         fields = _log_fields(request)
         fields["error"], fields["field"] = body["error"], body["field"]
         return _JSON(body, status_code=status)
@@ -1020,6 +1264,7 @@ def create_app(
             arms=body.arms,
             reward=_resolve_reward(body.reward),
             request_id=body.request_id,
+            unit_id=body.unit_id,
         )
         if commit is not None:
             await commit.durable()
@@ -1033,6 +1278,8 @@ def create_app(
         )
         if body.request_id is not None:
             fields["request_id"] = body.request_id
+        if d.experiment is not None:
+            fields.update(experiment=d.experiment, variant=d.variant)
         return _JSON(_decision_json(d))
 
     @app.post(
@@ -1172,6 +1419,159 @@ def create_app(
             tags=["guardian"],
             name=f"{action}_arm",
         )(operator_endpoint(action))
+
+    # ------------------------------------------------------------ experiments
+    def experiment_responses(*codes: int, unknown: bool = True) -> dict[int | str, Any]:
+        out: dict[int | str, dict[str, Any]] = {
+            **_errors(*codes),
+            403: {
+                "model": ErrorOut,
+                "description": "The server has no token: operator actions are disabled",
+            },
+            422: {
+                "model": ErrorOut,
+                "description": "ConfigError naming the field (a bad spec, e.g. "
+                "variants.candidate.arms, or a disallowed transition: status), PolicyError, "
+                "UnknownArm",
+            },
+        }
+        if unknown:
+            out[404] = {
+                "model": ErrorOut,
+                "description": "Unknown experiment (UnknownExperiment, field name)",
+            }
+        return out
+
+    def spec_json(spec: Any) -> dict[str, Any]:
+        return cast(dict[str, Any], _plain_json(spec.model_dump(mode="json")))
+
+    async def operator_gate(request: Request, action: str, name: str) -> Response | None:
+        fields = _log_fields(request)
+        fields.update(experiment=name, action=action)
+        if secret is None:
+            fields["error"], fields["field"] = "Forbidden", "Authorization"
+            return _JSON(no_token, status_code=403)
+        return None
+
+    async def acknowledge(request: Request, spec: Any, status_code: int = 200) -> Response:
+        if commit is not None:
+            await commit.durable()
+        _log_fields(request)["state"] = spec.status
+        return _JSON(spec_json(spec), status_code=status_code)
+
+    @app.get(
+        "/v1/experiments",
+        response_model=list[ExperimentOut],
+        responses=_errors(),
+        tags=["experiments"],
+    )
+    async def list_experiments() -> Response:
+        """Every experiment's spec and lifecycle state, in creation order."""
+        return _JSON([spec_json(e) for e in ctl.experiments()])
+
+    @app.post(
+        "/v1/experiments",
+        status_code=201,
+        response_model=ExperimentOut,
+        responses=experiment_responses(400, 413, 503, unknown=False),
+        tags=["experiments"],
+    )
+    async def create_experiment(body: ExperimentIn, request: Request) -> Response:
+        """Create a draft experiment (the first variant is the control). Needs the bearer token."""
+        if (denied := await operator_gate(request, "create", body.name)) is not None:
+            return denied
+        variants = _experiment_variants(body.variants)
+        options: dict[str, Any] = {}
+        if body.salt is not None:
+            options["salt"] = body.salt
+        if body.alpha is not None:
+            options["alpha"] = body.alpha
+        if body.guardrails is not None:
+            options["guardrails"] = body.guardrails.model_dump(exclude_none=True)
+        try:
+            spec = ctl.create_experiment(body.name, variants, body.split, **options)
+        except RoutewiseError:
+            raise
+        except (TypeError, ValueError, ArithmeticError) as exc:  # a policy refusing its params
+            raise ConfigError("variants", f"rejected by the controller ({exc})") from None
+        return await acknowledge(request, spec, 201)
+
+    @app.get(
+        "/v1/experiments/{name}",
+        response_model=ExperimentReportOut,
+        responses={
+            **experiment_responses(503),
+            422: {
+                "model": ErrorOut,
+                "description": "The experiment was promoted or aborted: its statistics were "
+                "released (ConfigError, field name)",
+            },
+        },
+        tags=["experiments"],
+    )
+    async def experiment_status(
+        name: Annotated[str, PathParam(description="Experiment name.")],
+    ) -> Response:
+        """Per-variant numbers (n, mean reward with its confidence sequence, validity, p95
+        latency, cost), each candidate's always-valid comparison with the control, the
+        sample-ratio-mismatch check and guardrails."""
+        report = _experiment_call(ctl, name, lambda: ctl.experiment_status(name))
+        return _JSON(_plain_json(report.to_dict()))
+
+    lifecycle_docs = {
+        "start": "Start routing traffic to the variants (one experiment runs at a time).",
+        "stop": "Stop assigning traffic; the statistics stay for status, promote or abort.",
+        "abort": "End the experiment without changing the default policy.",
+    }
+
+    def lifecycle_endpoint(action: str) -> Callable[..., Any]:
+        method = getattr(ctl, f"{action}_experiment")
+
+        async def lifecycle(
+            name: Annotated[str, PathParam(description="Experiment name.")], request: Request
+        ) -> Response:
+            if (denied := await operator_gate(request, action, name)) is not None:
+                return denied
+            spec = _experiment_call(ctl, name, lambda: method(name))
+            return await acknowledge(request, spec)
+
+        lifecycle.__name__ = f"{action}_experiment"
+        lifecycle.__doc__ = lifecycle_docs[action] + " Needs the bearer token."
+        return lifecycle
+
+    for action in ("start", "stop", "abort"):
+        app.post(
+            f"/v1/experiments/{{name}}/{action}",
+            response_model=ExperimentOut,
+            responses=experiment_responses(503),
+            tags=["experiments"],
+            name=f"{action}_experiment",
+        )(lifecycle_endpoint(action))
+
+    @app.post(
+        "/v1/experiments/{name}/promote",
+        response_model=ExperimentOut,
+        responses=experiment_responses(400, 413, 503),
+        tags=["experiments"],
+    )
+    async def promote_experiment(
+        name: Annotated[str, PathParam(description="Experiment name.")],
+        body: PromoteIn,
+        request: Request,
+    ) -> Response:
+        """Make the variant the default policy (its policy with what it learned, its reward
+        and arms); a running experiment is stopped first. Needs the bearer token."""
+        if (denied := await operator_gate(request, "promote", name)) is not None:
+            return denied
+        _log_fields(request)["variant"] = body.variant
+        spec = next((e for e in ctl.experiments() if e.name == name), None)
+        if spec is not None and body.variant not in spec.variants:
+            # checked here: the library would stop a running experiment before refusing
+            raise ConfigError(
+                "variant", f"{body.variant!r} is not a variant of {name!r} ({list(spec.variants)})"
+            )
+        spec = _experiment_call(ctl, name, lambda: ctl.promote_experiment(name, body.variant))
+        return await acknowledge(request, spec)
 
     @app.get(
         "/v1/trace",

@@ -18,8 +18,20 @@ from typing import IO, Any, Literal
 
 import numpy as np
 import structlog
+from pydantic import ValidationError
 
 from routewise.bandits.base import FloatArray, Policy, make_policy
+from routewise.controller.experiments import (
+    ComparisonHistory,
+    ExperimentReport,
+    ExperimentSpec,
+    VariantSpec,
+    VariantStats,
+    assign,
+    auto_stop,
+    experiment_report,
+    plot_confidence_sequence,
+)
 from routewise.controller.features import Featurizer
 from routewise.controller.guardian import Guardian, GuardianEvent
 from routewise.controller.stats import ArmStats
@@ -84,6 +96,8 @@ class Decision:
     propensity_method: str
     ts: float
     reward: str
+    experiment: str | None = None
+    variant: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (what the sidecar returns)."""
@@ -99,6 +113,8 @@ class Decision:
             "propensity_method": self.propensity_method,
             "ts": self.ts,
             "reward": self.reward,
+            "experiment": self.experiment,
+            "variant": self.variant,
         }
 
 
@@ -158,6 +174,19 @@ class _Pending:
     x: FloatArray
     reward: Scalarizer
     ts: float
+    exp: str | None = None
+    variant: str | None = None
+
+
+@dataclass(slots=True)
+class _Variant:
+    """One experiment variant's own learner: policy state, reward, arm subset, statistics."""
+
+    policy: Policy
+    reward: Scalarizer
+    arms: list[str] | None
+    stats: VariantStats
+    history: ComparisonHistory | None  # vs the control (None for the control itself)
 
 
 def _open_store(store: Store | str | Path | None, durability: Durability, read_only: bool) -> Store:
@@ -381,6 +410,17 @@ class Controller:
             self._guardian.on_trip = self._on_trip
         self._replaying = False
 
+        self._experiments: dict[str, ExperimentSpec] = {}
+        self._variants: dict[str, dict[str, _Variant]] = {}
+        self._running: str | None = None
+        for name, raw in ((meta or {}).get("experiments") or {}).items():
+            spec = ExperimentSpec.model_validate(raw)
+            self._experiments[name] = spec
+            if spec.status in ("running", "stopped"):
+                self._variants[name] = self._build_variants(spec)
+            if spec.status == "running":
+                self._running = name
+
         self._stats: dict[str, ArmStats] = {}
         self._pending: dict[str, _Pending] = {}
         self._recent: deque[FloatArray] = deque(maxlen=self.recent_window)
@@ -409,6 +449,9 @@ class Controller:
     def _save_meta(self) -> None:
         self._store.save_meta(
             {
+                "experiments": {
+                    name: spec.model_dump(mode="json") for name, spec in self._experiments.items()
+                },
                 "arms": self._arm_ids,
                 "policy": {"name": self._policy.name, "params": self._policy.params()},
                 "reward": self._reward.to_dict(),
@@ -428,6 +471,14 @@ class Controller:
                 self._stats = {k: ArmStats.from_state(v) for k, v in state["stats"].items()}
                 if "rng" in state:
                     self._rng.bit_generator.state = state["rng"]
+                for name, vstates in (state.get("experiments") or {}).items():
+                    for vname, vs in vstates.items():
+                        v = self._variants.get(name, {}).get(vname)
+                        if v is not None:
+                            v.policy = Policy.from_state(vs["policy"])
+                            v.stats = VariantStats.from_state(vs["stats"])
+                            if vs.get("history") is not None:
+                                v.history = ComparisonHistory.from_state(vs["history"])
                 if self._guardian is not None and state.get("guardian") is not None:
                     self._guardian.set_state(state["guardian"])
                     self._guardian.add_arms(self._arm_ids)
@@ -449,32 +500,30 @@ class Controller:
                     self._guardian.add_arms([rec.arm])
                     self._guardian.tick(rec.ts)
                 self._featurizer.learn(rec.context)
-                self._policy.add_arm(rec.arm)
-                self._policy.ensure_dim(len(rec.features))
+                p = self._pending_from_record(rec)
+                learner = self._learner(p)
+                if learner is not None:
+                    learner.add_arm(rec.arm)
+                    learner.ensure_dim(len(rec.features))
+                if self._policy is not learner:
+                    self._policy.ensure_dim(len(rec.features))
                 self._stat(rec.arm).decisions += 1
-                self._pending[rec.decision_id] = self._pending_from_record(rec)
+                if p.exp is not None and p.variant is not None:
+                    v = self._variants.get(p.exp, {}).get(p.variant)
+                    if v is not None:
+                        v.stats.assigned()
+                self._pending[rec.decision_id] = p
             else:
                 assert isinstance(rec, FeedbackRecord)
-                p = self._pending.pop(rec.decision_id, None)
-                if p is None:
+                fp = self._pending.pop(rec.decision_id, None)
+                if fp is None:
                     drec = self._store.get_decision(rec.decision_id)
                     if drec is None:
                         raise StateError(
                             f"feedback for unknown decision {rec.decision_id!r} in the store"
                         )
-                    p = self._pending_from_record(drec)
-                self._policy.add_arm(p.arm)
-                self._policy.update(p.arm, p.x, rec.reward)
-                self._stat(p.arm).observe(rec.outcome, rec.reward)
-                if self._guardian is not None and rec.outcome is not None:
-                    self._guardian.add_arms([p.arm])
-                    self._guardian.observe(
-                        p.arm,
-                        valid=bool(rec.outcome["valid"]),
-                        latency_ms=float(rec.outcome["latency_ms"]),
-                        error=rec.outcome.get("error"),
-                        ts=rec.ts,
-                    )
+                    fp = self._pending_from_record(drec)
+                self._learn(fp, rec.outcome, rec.reward, rec.ts)
                 self._replayed += 1
                 self._since_snapshot += 1
         self._replaying = False
@@ -489,7 +538,14 @@ class Controller:
         scal = (
             Scalarizer.from_dict(rec.reward_spec) if rec.reward_spec is not None else self._reward
         )
-        return _Pending(rec.arm, np.asarray(rec.features, dtype=np.float64), scal, rec.ts)
+        return _Pending(
+            rec.arm,
+            np.asarray(rec.features, dtype=np.float64),
+            scal,
+            rec.ts,
+            rec.extra.get("experiment"),
+            rec.extra.get("variant"),
+        )
 
     def _stat(self, arm: str) -> ArmStats:
         s = self._stats.get(arm)
@@ -556,11 +612,14 @@ class Controller:
         arms: Iterable[ArmLike] | None = None,
         reward: str | Mapping[str, Any] | Scalarizer | None = None,
         request_id: str | None = None,
+        unit_id: str | None = None,
     ) -> Decision:
         """Choose an arm for ``context`` (optionally among ``arms``), log it, return it.
 
         ``reward`` overrides the default reward for this decision (a preset name, weights or
-        a Scalarizer); ``request_id`` is kept in the trace.
+        a Scalarizer); ``request_id`` is kept in the trace. While an experiment runs,
+        ``unit_id`` (else ``request_id``, else the decision itself) picks the variant, sticky
+        per unit; otherwise it is ignored.
         """
         eligible = self._eligible(arms)
         scal = self._reward if reward is None else get_reward(reward)
@@ -570,14 +629,36 @@ class Controller:
             if self.reward_wait_s is not None:
                 self._expire(now)
             x = self._featurizer.transform(context)
-            arm_id, propensity, names, probs, scores, explored, method = self._choose(
-                x, eligible, now
-            )
-            self._seq += 1
             did = _new_id()
             extra: dict[str, Any] = {}
             if request_id is not None:
                 extra["request_id"] = request_id
+            policy, all_arg = self._policy, self._all
+            exp_name = variant = None
+            if self._running is not None:
+                exp_name = self._running
+                spec = self._experiments[exp_name]
+                unit = (
+                    unit_id
+                    if unit_id is not None
+                    else (request_id if request_id is not None else did)
+                )
+                variant = assign(spec.salt, str(unit), spec.split)
+                v = self._variants[exp_name][variant]
+                policy, all_arg = v.policy, self._arm_ids
+                if reward is None:
+                    scal = v.reward
+                if v.arms is not None:
+                    base = eligible if eligible is not None else self._arm_ids
+                    eligible = [a for a in base if a in v.arms] or list(v.arms)
+                v.stats.assigned()
+                extra["experiment"], extra["variant"] = exp_name, variant
+                if unit_id is not None:
+                    extra["unit_id"] = unit_id
+            arm_id, propensity, names, probs, scores, explored, method = self._choose(
+                x, eligible, now, policy, all_arg
+            )
+            self._seq += 1
             rec = DecisionRecord(
                 decision_id=did,
                 seq=self._seq,
@@ -586,13 +667,13 @@ class Controller:
                 arm=arm_id,
                 propensity=propensity,
                 features=x,
-                policy=self._policy.name,
+                policy=policy.name,
                 reward_spec=None if scal is self._reward else scal.to_dict(),
                 eligible=None if names is self._arm_ids else list(names),
                 extra=extra,
             )
             self._store.log_decision(rec)
-            self._pending[did] = _Pending(arm_id, x, scal, now)
+            self._pending[did] = _Pending(arm_id, x, scal, now, exp_name, variant)
             self._recent.append(x)
             self._stat(arm_id).decisions += 1
         decision = Decision(
@@ -602,10 +683,12 @@ class Controller:
             scores=dict(zip(names, scores.tolist(), strict=True)),
             probabilities=dict(zip(names, probs.tolist(), strict=True)),
             explored=explored,
-            policy=self._policy.name,
+            policy=policy.name,
             propensity_method=method,
             ts=now,
             reward=scal.name,
+            experiment=exp_name,
+            variant=variant,
         )
         if self.log_decisions:
             _log.info(
@@ -619,7 +702,12 @@ class Controller:
         return decision
 
     def _choose(
-        self, x: FloatArray, eligible: list[str] | None, now: float
+        self,
+        x: FloatArray,
+        eligible: list[str] | None,
+        now: float,
+        policy: Policy,
+        all_arg: list[str] | None,
     ) -> tuple[str, float, list[str], FloatArray, FloatArray, bool, str]:
         """Pick an arm: Guardian filtering (pin, quarantine, probe lottery), then the policy.
 
@@ -628,7 +716,7 @@ class Controller:
         """
         g = self._guardian
         if g is None:
-            sel = self._policy.select(x, eligible if eligible is not None else self._all)
+            sel = policy.select(x, eligible if eligible is not None else all_arg)
             names = eligible if eligible is not None else self._arm_ids
             return (
                 sel.arm,
@@ -643,14 +731,14 @@ class Controller:
         requested = eligible if eligible is not None else self._arm_ids
         pinned = g.pinned
         if pinned is not None and pinned in requested:
-            mean, _ = self._policy.estimate(x, [pinned])
+            mean, _ = policy.estimate(x, [pinned])
             return pinned, 1.0, [pinned], np.ones(1), mean, False, "exact"
         serving, probing = g.split(requested)
         full = len(serving) == len(self._arm_ids)
-        serve_arg = self._all if full else serving
+        serve_arg = all_arg if full else serving
         names = self._arm_ids if full else serving
         if not probing:
-            sel = self._policy.select(x, serve_arg)
+            sel = policy.select(x, serve_arg)
             return (
                 sel.arm,
                 sel.propensity,
@@ -662,15 +750,15 @@ class Controller:
             )
         share = g.probe_share
         if self._rng.random() < share:
-            probs_p, scores_p, _ = self._policy.distribution(x, serve_arg)
+            probs_p, scores_p, _ = policy.distribution(x, serve_arg)
             arm = probing[int(self._rng.integers(len(probing)))]
             propensity, explored, method = (
                 share / len(probing),
                 True,
-                self._policy.propensity_method,
+                policy.propensity_method,
             )
         else:
-            sel = self._policy.select(x, serve_arg)
+            sel = policy.select(x, serve_arg)
             probs_p, scores_p = sel.probabilities, sel.scores
             arm, propensity, explored, method = (
                 sel.arm,
@@ -678,7 +766,7 @@ class Controller:
                 sel.explored,
                 sel.method,
             )
-        mean_probe, _ = self._policy.estimate(x, probing)
+        mean_probe, _ = policy.estimate(x, probing)
         probs = np.concatenate(
             [(1.0 - share) * probs_p, np.full(len(probing), share / len(probing))]
         )
@@ -765,8 +853,36 @@ class Controller:
             FeedbackRecord(decision_id, self._seq, now, outcome, reward, defaulted=outcome is None)
         )
         # durable first, then learn: a failed write leaves the policy untouched
-        self._policy.update(p.arm, p.x, reward)
+        self._learn(p, outcome, reward, now)
+        self._since_snapshot += 1
+        if self._since_snapshot >= self.snapshot_every:
+            self.snapshot()
+        return FeedbackResult(
+            decision_id, self._arm_or_parse(p.arm), reward, defaulted=outcome is None
+        )
+
+    def _learner(self, p: _Pending) -> Policy | None:
+        """The policy that learns from a decision: its experiment variant's, else the main one
+        (``None`` for a variant of an experiment that ended without being promoted)."""
+        if p.exp is None or p.variant is None:
+            return self._policy
+        v = self._variants.get(p.exp, {}).get(p.variant)
+        if v is not None:
+            return v.policy
+        spec = self._experiments.get(p.exp)
+        if spec is not None and spec.status == "promoted" and spec.winner == p.variant:
+            return self._policy
+        return None
+
+    def _learn(self, p: _Pending, outcome: dict[str, Any] | None, reward: float, ts: float) -> None:
+        """Apply one feedback to the learning state (live and during restart replay alike)."""
+        learner = self._learner(p)
+        if learner is not None:
+            learner.add_arm(p.arm)
+            learner.update(p.arm, p.x, reward)
         self._stat(p.arm).observe(outcome, reward)
+        if p.exp is not None and p.variant is not None and outcome is not None:
+            self._observe_experiment(p.exp, p.variant, reward, outcome, ts)
         if self._guardian is not None and outcome is not None:
             self._guardian.add_arms([p.arm])
             self._record(
@@ -775,15 +891,10 @@ class Controller:
                     valid=bool(outcome["valid"]),
                     latency_ms=float(outcome["latency_ms"]),
                     error=outcome.get("error"),
-                    ts=now,
+                    ts=ts,
+                    x=p.x,
                 )
             )
-        self._since_snapshot += 1
-        if self._since_snapshot >= self.snapshot_every:
-            self.snapshot()
-        return FeedbackResult(
-            decision_id, self._arm_or_parse(p.arm), reward, defaulted=outcome is None
-        )
 
     def _duplicate(self, prior: FeedbackRecord) -> FeedbackResult:
         drec = self._store.get_decision(prior.decision_id)
@@ -890,6 +1001,214 @@ class Controller:
         """Return ``arm`` to healthy (unpin or unquarantine)."""
         self._operator("release", arm)
 
+    # ----------------------------------------------------------- experiments
+    def _build_variants(self, spec: ExperimentSpec) -> dict[str, _Variant]:
+        out: dict[str, _Variant] = {}
+        for i, (vname, vs) in enumerate(spec.variants.items()):
+            if vs.policy is None:
+                pol_name, params = (
+                    self._policy.name,
+                    {k: v for k, v in self._policy.params().items() if k != "seed"},
+                )
+            elif isinstance(vs.policy, str):
+                pol_name, params = vs.policy, {}
+            else:
+                params = dict(vs.policy)
+                pol_name = str(params.pop("name", ""))
+                params.pop("seed", None)
+            seed = (self.seed + 7919 * (i + 1)) % (2**63)  # distinct, reproducible per variant
+            policy = make_policy(pol_name, seed=seed, **params)
+            policy.add_arms(self._arm_ids)
+            policy.ensure_dim(self._featurizer.dim)
+            arms = None
+            if vs.arms is not None:
+                arms = [Arm.parse(a).id for a in vs.arms]
+                for a in arms:
+                    if a not in self._arm_by_id:
+                        raise UnknownArm(a, self._arm_ids)
+            reward = self._reward if vs.reward is None else get_reward(vs.reward)
+            history = None if vname == spec.control else ComparisonHistory()
+            out[vname] = _Variant(policy, reward, arms, VariantStats(), history)
+        return out
+
+    def create_experiment(
+        self,
+        name: str,
+        variants: Mapping[str, Mapping[str, Any]],
+        split: Mapping[str, float] | None = None,
+        **options: Any,
+    ) -> ExperimentSpec:
+        """Create a draft experiment. ``variants`` maps a name to a policy spec
+        (``{"policy": ..., "reward": ..., "arms": [...]}``); the first is the control.
+        ``split`` defaults to equal shares; ``options`` are further
+        :class:`~routewise.controller.experiments.ExperimentSpec` fields (``salt``,
+        ``alpha``, ``guardrails``)."""
+        with self._lock:
+            self._check_open()
+            if name in self._experiments:
+                raise ConfigError("name", f"experiment {name!r} already exists")
+            if split is None:
+                split = {k: 1.0 / len(variants) for k in variants}
+            try:
+                spec = ExperimentSpec(
+                    name=name,
+                    variants={k: VariantSpec.model_validate(dict(v)) for k, v in variants.items()},
+                    split=dict(split),
+                    created_ts=self.clock(),
+                    **options,
+                )
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                raise ConfigError(
+                    ".".join(str(x) for x in err["loc"]) or "experiment", err["msg"]
+                ) from None
+            self._build_variants(spec)  # validates policies, rewards and arm subsets now
+            self._experiments[name] = spec
+            self._save_meta()
+            return spec
+
+    def _transition(self, name: str, to: str, winner: str | None = None) -> ExperimentSpec:
+        spec = self._experiments.get(name)
+        if spec is None:
+            raise ConfigError(
+                "name", f"no experiment {name!r} (known: {sorted(self._experiments)})"
+            )
+        new = spec.transition(to, self.clock(), winner=winner)
+        self._experiments[name] = new
+        return new
+
+    def start_experiment(self, name: str) -> ExperimentSpec:
+        """Start routing traffic to the variants (one experiment runs at a time)."""
+        with self._lock:
+            self._check_open()
+            if self._running is not None and self._running != name:
+                raise ConfigError("name", f"experiment {self._running!r} is already running")
+            spec = self._transition(name, "running")
+            self._variants[name] = self._build_variants(spec)
+            self._running = name
+            self._save_meta()
+            self.snapshot()
+            return spec
+
+    def stop_experiment(self, name: str) -> ExperimentSpec:
+        """Stop assigning traffic; the statistics stay for status, promote or abort."""
+        with self._lock:
+            self._check_open()
+            spec = self._transition(name, "stopped")
+            if self._running == name:
+                self._running = None
+            self._save_meta()
+            self.snapshot()
+            return spec
+
+    def promote_experiment(self, name: str, variant: str) -> ExperimentSpec:
+        """Make ``variant`` the default: its policy (with what it learned), reward and arms."""
+        with self._lock:
+            self._check_open()
+            if self._running == name:
+                self.stop_experiment(name)
+            spec = self._transition(name, "promoted", winner=variant)
+            v = self._variants[name][variant]
+            self._policy = v.policy
+            self._reward = v.reward
+            if v.arms is not None:
+                self._arms = [self._arm_by_id[a] for a in v.arms]
+                self._arm_ids = list(v.arms)
+            self._all = None if self._policy.arms == self._arm_ids else self._arm_ids
+            del self._variants[name]
+            self._save_meta()
+            self.snapshot()
+            return spec
+
+    def abort_experiment(self, name: str) -> ExperimentSpec:
+        """End the experiment without changing the default policy."""
+        with self._lock:
+            self._check_open()
+            spec = self._transition(name, "aborted")
+            if self._running == name:
+                self._running = None
+            self._variants.pop(name, None)
+            self._save_meta()
+            self.snapshot()
+            return spec
+
+    def experiments(self) -> list[ExperimentSpec]:
+        """Every experiment, in creation order."""
+        return list(self._experiments.values())
+
+    def experiment_status(self, name: str) -> ExperimentReport:
+        """Per-variant statistics and always-valid comparisons against the control."""
+        with self._lock:
+            spec = self._experiments.get(name)
+            if spec is None:
+                raise ConfigError(
+                    "name", f"no experiment {name!r} (known: {sorted(self._experiments)})"
+                )
+            variants = self._variants.get(name)
+            if variants is None:
+                raise ConfigError(
+                    "name", f"experiment {name!r} is {spec.status}: its statistics were released"
+                )
+            return experiment_report(
+                spec,
+                {k: v.stats for k, v in variants.items()},
+                {k: v.history for k, v in variants.items() if v.history is not None},
+            )
+
+    def plot_experiment(self, name: str, path: str | Path, variant: str | None = None) -> None:
+        """PNG of a candidate's reward difference vs the control with its confidence sequence
+        over time (default: the first candidate)."""
+        with self._lock:
+            variants = self._variants.get(name)
+            if variants is None:
+                raise ConfigError("name", f"no statistics for experiment {name!r}")
+            candidates = [k for k, v in variants.items() if v.history is not None]
+            chosen = variant if variant is not None else candidates[0]
+            if chosen not in candidates:
+                raise ConfigError(
+                    "variant", f"{chosen!r} is not a candidate of {name!r} ({candidates})"
+                )
+            history = variants[chosen].history
+            assert history is not None
+            spec = self._experiments[name]
+            plot_confidence_sequence(
+                history,
+                path,
+                title=f"{name}: {chosen} − {spec.control} (reward, {1 - spec.alpha:.0%} CS)",
+            )
+
+    def _observe_experiment(
+        self, name: str, variant: str, reward: float, outcome: dict[str, Any], ts: float
+    ) -> None:
+        v = self._variants.get(name, {}).get(variant)
+        if v is None:
+            return
+        v.stats.observe(
+            reward,
+            bool(outcome["valid"]) and outcome.get("error") is None,
+            float(outcome["latency_ms"]),
+            float(outcome["cost_usd"]),
+        )
+        spec = self._experiments[name]
+        variants = self._variants[name]
+        control = variants[spec.control]
+        for k, x in variants.items():
+            if x.history is not None and (k == variant or variant == spec.control):
+                x.history.update(control.stats, x.stats, alpha=spec.alpha, target_n=spec.target_n)
+        if spec.status == "running" and not self._replaying and v.stats.n % 50 == 0:
+            stopped = auto_stop(spec, {k: x.stats for k, x in variants.items()}, ts)
+            if stopped is not spec:
+                self._experiments[name] = stopped
+                if self._running == name:
+                    self._running = None
+                self._save_meta()
+                self.snapshot()
+                _log.warning(
+                    "experiment.auto_stopped",
+                    experiment=name,
+                    guardrail=stopped.stopped_by_guardrail,
+                )
+
     # ---------------------------------------------------------- best policy
     def best_policy(
         self, context: Mapping[str, Any] | None = None, *, arms: Iterable[ArmLike] | None = None
@@ -952,6 +1271,17 @@ class Controller:
                 "stats": {k: v.to_state() for k, v in self._stats.items()},
                 "rng": self._rng.bit_generator.state,
                 "guardian": self._guardian.to_state() if self._guardian is not None else None,
+                "experiments": {
+                    name: {
+                        vname: {
+                            "policy": v.policy.to_state(),
+                            "stats": v.stats.to_state(),
+                            "history": v.history.to_state() if v.history is not None else None,
+                        }
+                        for vname, v in variants.items()
+                    }
+                    for name, variants in self._variants.items()
+                },
             }
             self._store.save_snapshot(self._seq, state)
             self._since_snapshot = 0
@@ -994,7 +1324,9 @@ class Controller:
         if self._closed:
             raise StateError("controller is closed")
         if self.read_only:
-            raise StateError("controller is read-only (opened for queries): it cannot decide or learn")
+            raise StateError(
+                "controller is read-only (opened for queries): it cannot decide or learn"
+            )
 
     def __enter__(self) -> Controller:
         return self

@@ -46,8 +46,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 from routewise.errors import ConfigError, UnknownArm
 
@@ -134,7 +137,17 @@ class ArmHealth:
     base_loglat_var: float = 0.0
     base_valid: float = 0.0
     base_n: float = 0.0  # effective sample size behind the baseline (caps at 1/slow_alpha)
-    lag: list[list[Any]] = field(default_factory=list)  # recent [log-latency|None, valid]
+    # context models: expected log-latency and validity are linear in the request features,
+    # so a policy that shifts which requests an arm gets does not look like a degradation
+    w_lat: Any = field(default_factory=lambda: np.zeros(0))  # float64 arrays (lists in JSON)
+    w_val: Any = field(default_factory=lambda: np.zeros(0))
+    exp_loglat: float = 0.0  # expectations for the observation being checked
+    exp_valid: float = 0.0
+    # prediction uncertainty of the context models: margin = sqrt(var · xᵀ(XᵀX+λI)⁻¹x)
+    w_cov: Any = field(default_factory=lambda: np.zeros((0, 0)))
+    lat_margin: float = 0.0
+    val_margin: float = 0.0
+    lag: list[list[Any]] = field(default_factory=list)  # [features, log-latency|None, valid]
     # warm-up accumulators (Welford) for the baseline
     warm_n: int = 0
     warm_mean: float = 0.0
@@ -155,34 +168,33 @@ class ArmHealth:
     probe_n: int = 0
     probe_valid: int = 0
     probe_errors: int = 0
-    probe_loglat_sum: float = 0.0
+    probe_loglat_sum: float = 0.0  # sum of log-latency residuals (observed − expected)
+    probe_valid_resid_sum: float = 0.0
+    probe_exp_valid_sum: float = 0.0
 
     def to_state(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["w_lat"] = [float(v) for v in self.w_lat]
+        d["w_val"] = [float(v) for v in self.w_val]
+        d["w_cov"] = [[float(v) for v in row] for row in self.w_cov]
+        d["lag"] = [[[float(v) for v in r[0]], r[1], r[2]] for r in self.lag]
+        d["recent_errors"] = list(self.recent_errors)
         if math.isinf(d["until"]):
             d["until"] = None  # strict JSON has no infinity: quarantined until released
         return d
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> ArmHealth:
-        return cls(**s)
+        h = cls(**s)
+        h.w_lat = np.asarray(s["w_lat"], dtype=np.float64)
+        h.w_val = np.asarray(s["w_val"], dtype=np.float64)
+        k = len(s["w_cov"])
+        h.w_cov = np.asarray(s["w_cov"], dtype=np.float64).reshape(k, k)
+        h.lag = [[np.asarray(r[0], dtype=np.float64), r[1], r[2]] for r in s["lag"]]
+        return h
 
-    def rebaseline(self) -> None:
-        """Forget the baseline and the detectors (after a confirmed change and recovery)."""
-        fresh = ArmHealth(state=self.state, until=self.until, trips=self.trips)
-        for name in (
-            "n",
-            "base_ready",
-            "warm_n",
-            "warm_mean",
-            "warm_m2",
-            "warm_valid",
-            "cusum_lat",
-            "cusum_valid",
-        ):
-            setattr(self, name, getattr(fresh, name))
-        self.consecutive_errors = 0
-        self.recent_errors = []
+
+_BIAS = np.ones(1)
 
 
 class Check(Protocol):
@@ -193,6 +205,12 @@ class Check(Protocol):
 
 def _log_latency(ms: float) -> float:
     return math.log(max(ms, 0.01))
+
+
+def _dot(w: Any, x: Any) -> float:
+    """``w·x`` over the common prefix (features added later have zero weight)."""
+    n = min(len(w), len(x))
+    return float(w[:n] @ x[:n])
 
 
 class LatencyCheck:
@@ -206,7 +224,7 @@ class LatencyCheck:
     """
 
     def __init__(
-        self, ratio: float = 1.2, design_ratio: float = 1.5, threshold: float = 20.0
+        self, ratio: float = 1.2, design_ratio: float = 1.5, threshold: float = 24.0
     ) -> None:
         if not ratio > 1.0 or not design_ratio > 1.0:
             raise ConfigError("guardian.latency", "ratio and design_ratio must be > 1")
@@ -220,20 +238,20 @@ class LatencyCheck:
         if not health.base_ready or obs.error is not None:
             return None
         sd = math.sqrt(max(health.base_loglat_var, 1e-4))
-        # conservative baseline: one standard error above the estimate, so a baseline learned
-        # from few samples does not make ordinary noise look like a shift
-        base = health.base_loglat + sd / math.sqrt(max(health.base_n, 1.0))
+        # conservative baseline: one standard error above the expectation, so a baseline
+        # learned from few samples does not make ordinary noise look like a shift
+        base = health.exp_loglat + health.lat_margin
         shift = math.log(self.design_ratio) / sd
         z = (_log_latency(obs.latency_ms) - base) / sd
         health.cusum_lat = max(0.0, health.cusum_lat + z - shift / 2.0)
-        excess = health.recent_loglat - health.base_loglat
+        excess = health.recent_loglat  # EWMA of log-latency residuals (observed − expected)
         if health.cusum_lat > self.threshold and excess > math.log(self.ratio):
             return Trip(
                 "latency",
                 {
                     "cusum": round(health.cusum_lat, 3),
-                    "recent_latency_ms": round(math.exp(health.recent_loglat), 3),
-                    "baseline_latency_ms": round(math.exp(health.base_loglat), 3),
+                    "latency_ms": round(obs.latency_ms, 3),
+                    "expected_latency_ms": round(math.exp(health.exp_loglat), 3),
                     "ratio": round(math.exp(excess), 3),
                 },
             )
@@ -251,7 +269,7 @@ class ValidityCheck:
     """
 
     def __init__(
-        self, ratio: float = 0.95, design_drop: float = 0.15, threshold: float = 12.0
+        self, ratio: float = 0.95, design_drop: float = 0.15, threshold: float = 14.0
     ) -> None:
         if not 0 < ratio < 1:
             raise ConfigError("guardian.validity.ratio", f"must be in (0, 1), got {ratio!r}")
@@ -268,21 +286,22 @@ class ValidityCheck:
     def __call__(self, health: ArmHealth, obs: Observation) -> Trip | None:
         if not health.base_ready:
             return None
-        # conservative baseline: one standard error below the estimate (see LatencyCheck)
-        pb = health.base_valid
-        p0 = pb - math.sqrt(max(pb * (1.0 - pb), 1e-4) / max(health.base_n, 1.0))
+        # this request's expected validity, conservatively one standard error low
+        pb = health.exp_valid
+        p0 = pb - health.val_margin
         p0 = min(max(p0, 0.02), 0.995)
         p1 = max(p0 - self.design_drop, 0.005)
         y = obs.valid and obs.error is None
         llr = math.log(p1 / p0) if y else math.log((1.0 - p1) / (1.0 - p0))
         health.cusum_valid = max(0.0, health.cusum_valid + llr)
-        if health.cusum_valid > self.threshold and health.recent_valid < self.ratio * p0:
+        # recent_valid: EWMA of validity residuals (observed − expected)
+        if health.cusum_valid > self.threshold and health.recent_valid < -(1.0 - self.ratio) * pb:
             return Trip(
                 "validity",
                 {
                     "cusum_llr": round(health.cusum_valid, 3),
-                    "recent_validity": round(health.recent_valid, 4),
-                    "baseline_validity": round(p0, 4),
+                    "recent_validity_shortfall": round(-health.recent_valid, 4),
+                    "expected_validity": round(pb, 4),
                 },
             )
         return None
@@ -435,7 +454,10 @@ class Guardian:
             if h.state == "quarantined" and now >= h.until:
                 h.state = "probing"
                 h.probe_n = h.probe_valid = h.probe_errors = 0
-                h.probe_loglat_sum = 0.0
+                h.probe_loglat_sum = h.probe_valid_resid_sum = h.probe_exp_valid_sum = 0.0
+                h.consecutive_errors = 0
+                h.recent_errors = []
+                h.cusum_lat = h.cusum_valid = 0.0
                 events.append(
                     GuardianEvent(
                         now, arm, "quarantined", "probing", "cooldown_elapsed", {"trips": h.trips}
@@ -460,11 +482,24 @@ class Guardian:
 
     # ------------------------------------------------------------ learning
     def observe(
-        self, arm: str, *, valid: bool, latency_ms: float, error: str | None, ts: float
+        self,
+        arm: str,
+        *,
+        valid: bool,
+        latency_ms: float,
+        error: str | None,
+        ts: float,
+        x: Sequence[float] | npt.NDArray[np.float64] | None = None,
     ) -> list[GuardianEvent]:
-        """Feed one outcome of ``arm``; returns the transitions it caused."""
+        """Feed one outcome of ``arm`` (with the request's feature vector ``x``, if any);
+        returns the transitions it caused.
+
+        With ``x`` the expected log-latency and validity are per request (linear models of
+        the features), so checks compare like with like when the traffic mix an arm receives
+        changes; without it they are per arm."""
         h = self._h(arm)
         obs = Observation(valid, latency_ms, error, ts)
+        xs = np.asarray(x, dtype=np.float64) if x is not None else _BIAS
         y = 1.0 if (valid and error is None) else 0.0
         is_err = error is not None
         h.consecutive_errors = h.consecutive_errors + 1 if is_err else 0
@@ -472,55 +507,90 @@ class Guardian:
         if len(h.recent_errors) > 64:
             del h.recent_errors[: len(h.recent_errors) - 64]
         ll = _log_latency(latency_ms)
-        a = self.fast_alpha
-        if h.n == 0:
-            h.recent_loglat, h.recent_valid = ll, y
-        elif not is_err:
-            h.recent_loglat += a * (ll - h.recent_loglat)
-        h.recent_valid += a * (y - h.recent_valid) if h.n else 0.0
         h.n += 1
+        if h.base_ready:
+            h.exp_loglat = _dot(h.w_lat, xs)
+            h.exp_valid = min(max(_dot(h.w_val, xs), 0.01), 0.999)
+            k = min(len(xs), h.w_cov.shape[0])
+            q = float(xs[:k] @ h.w_cov[:k, :k] @ xs[:k])  # leverage of this request
+            h.lat_margin = math.sqrt(max(h.base_loglat_var * q, 0.0))
+            h.val_margin = math.sqrt(max(h.exp_valid * (1.0 - h.exp_valid), 1e-4) * q)
+            a = self.fast_alpha
+            if not is_err:
+                h.recent_loglat += a * ((ll - h.exp_loglat) - h.recent_loglat)
+            h.recent_valid += a * ((y - h.exp_valid) - h.recent_valid)
 
         if h.state == "probing":
             return self._probe(arm, h, obs, ll, y, is_err)
         if h.state != "healthy":
             return []
 
-        # baseline: warm-up, then slow tracking while not under suspicion
         if not h.base_ready:
-            if not is_err:
-                h.warm_n += 1
-                d = ll - h.warm_mean
-                h.warm_mean += d / h.warm_n
-                h.warm_m2 += d * (ll - h.warm_mean)
-            h.warm_valid += y
-            if h.warm_n >= self.min_samples:
-                h.base_ready = True
-                h.base_loglat = h.warm_mean
-                h.base_loglat_var = h.warm_m2 / max(h.warm_n - 1, 1)
-                # Jeffreys-smoothed, so a lucky warm-up never sets a baseline of exactly 1
-                h.base_valid = (h.warm_valid + 0.5) / (h.n + 1.0)
-                h.base_n = float(h.warm_n)
-                h.recent_loglat, h.recent_valid = h.base_loglat, h.base_valid
+            # warm-up: collect, then fit both models by least squares on the batch
+            h.lag.append([xs, None if is_err else ll, y])
+            h.warm_n += 0 if is_err else 1
+            # enough data for the context models: at least 10 observations per feature
+            if h.warm_n >= max(self.min_samples, 10 * len(xs)):
+                self._fit_baseline(h)
+            for check in self.checks:  # error bursts trip even before a baseline exists
+                trip = check(h, obs)
+                if trip is not None:
+                    return self._trip(arm, h, trip, ts)
+            return []
         for check in self.checks:
             trip = check(h, obs)
             if trip is not None:
                 return self._trip(arm, h, trip, ts)
-        if h.base_ready:
-            # The baseline learns from observations `baseline_lag` steps old, so a change is
-            # detected before it can leak into the baseline (and no selection bias: every
-            # observation of a healthy arm eventually counts). Running mean while the baseline
-            # is young, then slow exponential tracking.
-            h.lag.append([None if is_err else ll, y])
-            if len(h.lag) > self.baseline_lag:
-                old_ll, old_y = h.lag.pop(0)
-                h.base_n = min(h.base_n + 1.0, 1.0 / self.slow_alpha)
-                s = 1.0 / h.base_n
-                if old_ll is not None:
-                    d = old_ll - h.base_loglat
-                    h.base_loglat += s * d
-                    h.base_loglat_var = (1 - s) * (h.base_loglat_var + s * d * d)
-                h.base_valid += s * (old_y - h.base_valid)
+        # The baseline learns from observations `baseline_lag` steps old, so a change is
+        # detected before it can leak into the baseline (and there is no selection bias: every
+        # observation of a healthy arm eventually counts). Step 1/n while the baseline is young,
+        # then slow exponential tracking (normalized LMS on the context models).
+        h.lag.append([xs, None if is_err else ll, y])
+        if len(h.lag) > self.baseline_lag:
+            old_x, old_ll, old_y = h.lag.pop(0)
+            if len(h.w_lat) < len(old_x):  # a feature first seen after the warm-up
+                pad = np.zeros(len(old_x) - len(h.w_lat))
+                h.w_lat = np.concatenate([h.w_lat, pad])
+                h.w_val = np.concatenate([h.w_val, pad])
+            k = len(old_x)
+            h.base_n = min(h.base_n + 1.0, 1.0 / self.slow_alpha)
+            step = 1.0 / h.base_n
+            norm = float(old_x @ old_x) or 1.0
+            if old_ll is not None:
+                err = old_ll - _dot(h.w_lat, old_x)
+                h.w_lat[:k] += (step * err / norm) * old_x
+                h.base_loglat_var = (1 - step) * (h.base_loglat_var + step * err * err)
+            err_v = old_y - _dot(h.w_val, old_x)
+            h.w_val[:k] += (step * err_v / norm) * old_x
+            h.base_valid += step * (old_y - h.base_valid)
         return []
+
+    def _fit_baseline(self, h: ArmHealth) -> None:
+        """Least-squares fit of the context models on the warm-up batch (ridge-stabilized)."""
+        d = max(len(r[0]) for r in h.lag)
+        X = np.zeros((len(h.lag), d))
+        for i, r in enumerate(h.lag):
+            X[i, : len(r[0])] = r[0]
+        yv = np.array([r[2] for r in h.lag], dtype=np.float64)
+        ok = np.array([r[1] is not None for r in h.lag])
+        ll = np.array([r[1] if r[1] is not None else 0.0 for r in h.lag], dtype=np.float64)
+        reg = 1.0 * np.eye(d)
+        reg[0, 0] = 1e-6  # do not shrink the intercept
+        Xl = X[ok]
+        w_lat = np.linalg.solve(Xl.T @ Xl + reg, Xl.T @ ll[ok])
+        w_val = np.linalg.solve(X.T @ X + reg, X.T @ yv)
+        h.w_cov = np.linalg.inv(X.T @ X + reg)
+        resid = ll[ok] - Xl @ w_lat
+        h.w_lat = w_lat
+        h.w_val = w_val
+        h.base_loglat_var = float(resid @ resid / max(len(resid) - 1, 1))
+        h.base_loglat = float(np.mean(ll[ok]))
+        h.base_valid = float((yv.sum() + 0.5) / (len(yv) + 1.0))  # Jeffreys-smoothed
+        h.base_n = float(len(yv))
+        h.base_ready = True
+        h.recent_loglat = 0.0
+        h.recent_valid = 0.0
+        h.lag = []
 
     def _out_count(self) -> int:
         return sum(1 for h in self._health.values() if h.state in ("quarantined", "probing"))
@@ -568,8 +638,11 @@ class Guardian:
         h.probe_n += 1
         h.probe_valid += int(y)
         h.probe_errors += int(is_err)
-        if not is_err:
-            h.probe_loglat_sum += ll
+        if h.base_ready:
+            if not is_err:
+                h.probe_loglat_sum += ll - h.exp_loglat
+            h.probe_valid_resid_sum += y - h.exp_valid
+            h.probe_exp_valid_sum += h.exp_valid
         # fail fast: the same checks run on probe traffic, so a still-broken arm goes back to
         # quarantine after a handful of probes instead of a whole probe window
         for check in self.checks:
@@ -581,25 +654,27 @@ class Guardian:
         ok_n = h.probe_n - h.probe_errors
         validity = h.probe_valid / h.probe_n
         error_rate = h.probe_errors / h.probe_n
-        mean_ll = h.probe_loglat_sum / ok_n if ok_n else float("inf")
-        lat_ok = (not h.base_ready) or mean_ll - h.base_loglat <= math.log(1.2)
-        # validity: allow sampling noise of the probe window (2 standard errors)
-        p0 = h.base_valid if h.base_ready else 0.0
+        # mean residuals against what the (pre-change) models expect for these requests
+        excess_ll = h.probe_loglat_sum / ok_n if ok_n else float("inf")
+        lat_ok = (not h.base_ready) or excess_ll <= math.log(1.2)
+        p0 = h.probe_exp_valid_sum / h.probe_n if h.base_ready else 0.0
+        shortfall = -h.probe_valid_resid_sum / h.probe_n if h.base_ready else 0.0
+        # validity: allow the sampling noise of the probe window (2 standard errors)
         se = math.sqrt(max(p0 * (1 - p0), 1e-6) / h.probe_n)
-        valid_ok = (not h.base_ready) or validity >= 0.95 * p0 - 2 * se
+        valid_ok = (not h.base_ready) or shortfall <= 0.05 * p0 + 2 * se
         evidence = {
             "probe_n": h.probe_n,
             "validity": round(validity, 4),
+            "expected_validity": round(p0, 4),
             "error_rate": round(error_rate, 4),
-            "latency_ms": round(math.exp(mean_ll), 3) if ok_n else None,
+            "latency_ratio": round(math.exp(excess_ll), 3) if ok_n else None,
         }
         if lat_ok and valid_ok and error_rate < 0.5:
             h.state = "healthy"
             self._n_out = -1
             h.trips = max(h.trips - 1, 0)
             h.cusum_lat = h.cusum_valid = 0.0
-            h.recent_loglat = mean_ll if ok_n else h.recent_loglat
-            h.recent_valid = validity
+            h.recent_loglat = h.recent_valid = 0.0
             return [GuardianEvent(ts, arm, "probing", "healthy", "probe_passed", evidence)]
         return self._probe_failed(arm, h, ts, "probe_failed", evidence)
 
