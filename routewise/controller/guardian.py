@@ -147,6 +147,7 @@ class ArmHealth:
     w_cov: Any = field(default_factory=lambda: np.zeros((0, 0)))
     lat_margin: float = 0.0
     val_margin: float = 0.0
+    fit_n: float = 0.0  # observations behind the warm-up fit
     lag: list[list[Any]] = field(default_factory=list)  # [features, log-latency|None, valid]
     # warm-up accumulators (Welford) for the baseline
     warm_n: int = 0
@@ -269,7 +270,7 @@ class ValidityCheck:
     """
 
     def __init__(
-        self, ratio: float = 0.95, design_drop: float = 0.15, threshold: float = 14.0
+        self, ratio: float = 0.95, design_drop: float = 0.15, threshold: float = 13.0
     ) -> None:
         if not 0 < ratio < 1:
             raise ConfigError("guardian.validity.ratio", f"must be in (0, 1), got {ratio!r}")
@@ -512,7 +513,8 @@ class Guardian:
             h.exp_loglat = _dot(h.w_lat, xs)
             h.exp_valid = min(max(_dot(h.w_val, xs), 0.01), 0.999)
             k = min(len(xs), h.w_cov.shape[0])
-            q = float(xs[:k] @ h.w_cov[:k, :k] @ xs[:k])  # leverage of this request
+            # leverage of this request, shrinking as the models keep learning after the fit
+            q = float(xs[:k] @ h.w_cov[:k, :k] @ xs[:k]) * h.fit_n / max(h.base_n, h.fit_n, 1.0)
             h.lat_margin = math.sqrt(max(h.base_loglat_var * q, 0.0))
             h.val_margin = math.sqrt(max(h.exp_valid * (1.0 - h.exp_valid), 1e-4) * q)
             a = self.fast_alpha
@@ -587,6 +589,7 @@ class Guardian:
         h.base_loglat = float(np.mean(ll[ok]))
         h.base_valid = float((yv.sum() + 0.5) / (len(yv) + 1.0))  # Jeffreys-smoothed
         h.base_n = float(len(yv))
+        h.fit_n = float(len(yv))
         h.base_ready = True
         h.recent_loglat = 0.0
         h.recent_valid = 0.0
