@@ -108,7 +108,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, WithJsonSchema
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from routewise.controller.experiments import VariantSpec
+from routewise.bandits.base import REGISTRY as POLICY_REGISTRY
+from routewise.controller.experiments import VariantSpec, VariantStats, experiment_report
 from routewise.errors import (
     ConfigError,
     FeedbackTooLate,
@@ -590,10 +591,14 @@ _UNION_TAGS = ("str", "dict[str,any]", "list[str]")
 
 
 def _drop_union_tags(loc: Iterable[int | str]) -> tuple[int | str, ...]:
-    """``loc`` without pydantic's union-member tags (``policy.str`` → ``policy``)."""
+    """``loc`` without pydantic's union-member tags (``policy.str`` → ``policy``) and with a
+    bad mapping key named by its mapping (``variants.<key>.[key]`` → ``variants``)."""
     out: list[int | str] = []
     for part in loc:
         if out and out[-1] in ("policy", "reward", "arms") and part in _UNION_TAGS:
+            continue
+        if part == "[key]" and out:  # a bad mapping key: name the mapping
+            out.pop()
             continue
         out.append(part)
     return tuple(out)
@@ -1504,7 +1509,7 @@ def create_app(
             422: {
                 "model": ErrorOut,
                 "description": "The experiment was promoted or aborted: its statistics were "
-                "released (ConfigError, field name)",
+                "released (ConfigError, field name). A draft answers with zero counts.",
             },
         },
         tags=["experiments"],
@@ -1515,7 +1520,11 @@ def create_app(
         """Per-variant numbers (n, mean reward with its confidence sequence, validity, p95
         latency, cost), each candidate's always-valid comparison with the control, the
         sample-ratio-mismatch check and guardrails."""
-        report = _experiment_call(ctl, name, lambda: ctl.experiment_status(name))
+        spec = next((e for e in ctl.experiments() if e.name == name), None)
+        if spec is not None and spec.status == "draft":  # not started: every count is zero
+            report = experiment_report(spec, {k: VariantStats() for k in spec.variants})
+        else:
+            report = _experiment_call(ctl, name, lambda: ctl.experiment_status(name))
         return _JSON(_plain_json(report.to_dict()))
 
     lifecycle_docs = {
@@ -1664,7 +1673,7 @@ async def _trace_body(
 
 
 def _customize_openapi(app: FastAPI, arm_ids: list[str], auth: bool) -> None:
-    """Document this controller's arm ids and the reward presets as enums, and the bearer
+    """Document this controller's arm ids, the policies and the reward presets as enums, and the bearer
     scheme when a token is set (validation stays in the controller, which names the field)."""
     base = app.openapi
 
@@ -1681,6 +1690,24 @@ def _customize_openapi(app: FastAPI, arm_ids: list[str], auth: bool) -> None:
         for variant in decide.get("reward", {}).get("anyOf", []):
             if variant.get("type") == "string":
                 variant["enum"] = sorted(PRESETS)
+        experiment = components.get("schemas", {}).get("ExperimentIn", {}).get("properties", {})
+        for prop in (experiment.get("variants", {}), *experiment.get("split", {}).get("anyOf", [])):
+            # constrained keys: pydantic emits patternProperties (other keys allowed); say
+            # that every key must match, as the validator does
+            patterns = prop.pop("patternProperties", None)
+            if patterns:
+                prop["additionalProperties"] = next(iter(patterns.values()))
+                prop.setdefault("propertyNames", {})["pattern"] = _NAME_PATTERN
+        variant = components.get("schemas", {}).get("VariantIn", {}).get("properties", {})
+        for option in variant.get("policy", {}).get("anyOf", []):
+            if option.get("type") == "string":
+                option["enum"] = sorted(POLICY_REGISTRY)
+        for option in variant.get("reward", {}).get("anyOf", []):
+            if option.get("type") == "string":
+                option["enum"] = sorted(PRESETS)
+        for option in variant.get("arms", {}).get("anyOf", []):
+            if option.get("type") == "array":
+                option["items"] = arm_enum
         for param in (
             schema.get("paths", {}).get("/v1/policy", {}).get("get", {}).get("parameters", [])
         ):

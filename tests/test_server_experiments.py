@@ -21,6 +21,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.generation import GenerationMode
 from structlog.testing import capture_logs
 
 import routewise as rw
@@ -113,9 +114,7 @@ async def test_full_lifecycle_with_the_token(api: httpx.AsyncClient, ctl: rw.Con
         assert d["experiment"] == "ls-weights"
         assert d["variant"] in ("control", "candidate")
         seen.add(d["variant"])
-        await post(
-            api, "/v1/feedback", json={"decision_id": d["decision_id"], "outcome": OUTCOME}
-        )
+        await post(api, "/v1/feedback", json={"decision_id": d["decision_id"], "outcome": OUTCOME})
     assert seen == {"control", "candidate"}
 
     stopped = await post(api, "/v1/experiments/ls-weights/stop")
@@ -123,9 +122,7 @@ async def test_full_lifecycle_with_the_token(api: httpx.AsyncClient, ctl: rw.Con
     d = await decide(api, unit_id="user-1")
     assert d["experiment"] is None and d["variant"] is None  # stopped: no assignment
 
-    promoted = await post(
-        api, "/v1/experiments/ls-weights/promote", json={"variant": "candidate"}
-    )
+    promoted = await post(api, "/v1/experiments/ls-weights/promote", json={"variant": "candidate"})
     assert promoted["status"] == "promoted" and promoted["winner"] == "candidate"
     assert ctl.policy.name == "linucb"
     assert (await api.get("/v1/experiments")).json()[0]["status"] == "promoted"
@@ -232,9 +229,7 @@ async def test_status_report_shape(api: httpx.AsyncClient, ctl: rw.Controller) -
     await post(api, "/v1/experiments/ls-weights/start")
     for i in range(30):
         d = await decide(api, unit_id=f"u{i}")
-        await post(
-            api, "/v1/feedback", json={"decision_id": d["decision_id"], "outcome": OUTCOME}
-        )
+        await post(api, "/v1/feedback", json={"decision_id": d["decision_id"], "outcome": OUTCOME})
     r = await api.get("/v1/experiments/ls-weights")
     assert r.status_code == 200
     rep = strict_json(r.text)
@@ -353,7 +348,7 @@ async def test_duplicate_name_is_422(api: httpx.AsyncClient) -> None:
         ({"a": {}, "b": {"reward": "nope"}}, None, "ConfigError", "variants.b.reward"),
         ({"a": {}, "b": {"reward": {"w": 1}}}, None, "ConfigError", "variants.b.reward.w"),
         ({"a": {}, "b": {"extra": 1}}, None, "ConfigError", "variants.b.extra"),
-        ({"a": {}, "b c": {}}, None, "ConfigError", "variants.b c.[key]"),
+        ({"a": {}, "b c": {}}, None, "ConfigError", "variants"),
         ({"a": {}, "b": {}}, {"a": 0.5, "b": 0.6}, "ConfigError", "split"),
         ({"a": {}, "b": {}}, {"a": 1.0}, "ConfigError", "split"),
         ({"a": {}, "b": {}}, {"a": 0.0, "b": 1.0}, "ConfigError", "split.a"),
@@ -441,9 +436,7 @@ async def test_openapi_documents_the_experiment_endpoints(api: httpx.AsyncClient
 async def test_async_client_experiment_verbs(ctl: rw.Controller) -> None:
     app = create_app(ctl, token=TOKEN)
     async with AsyncClient("http://rw", token=TOKEN, transport=httpx.ASGITransport(app)) as c:
-        spec = await c.create_experiment(
-            "ls-weights", SPEC["variants"], SPEC["split"], alpha=0.1
-        )
+        spec = await c.create_experiment("ls-weights", SPEC["variants"], SPEC["split"], alpha=0.1)
         assert spec["status"] == "draft" and spec["alpha"] == 0.1
         assert (await c.start_experiment("ls-weights"))["status"] == "running"
         d = await c.decide(CTX, unit_id="user-42")
@@ -520,7 +513,12 @@ def test_sync_client_experiment_requests() -> None:
         (
             "POST",
             "/v1/experiments",
-            {"name": "e", "variants": {"a": {}, "b": {}}, "split": {"a": 0.5, "b": 0.5}, "salt": "s"},
+            {
+                "name": "e",
+                "variants": {"a": {}, "b": {}},
+                "split": {"a": 0.5, "b": 0.5},
+                "salt": "s",
+            },
         ),
         ("POST", "/v1/experiments/e/start", None),
         ("POST", "/v1/experiments/e/stop", None),
@@ -576,9 +574,17 @@ def _close_fuzz_controller() -> Iterator[None]:
 @fuzz_schema.include(tag="experiments").parametrize()
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_experiment_api_conforms_to_its_spec_with_a_token(case: schemathesis.Case) -> None:
-    if case.path_parameters and isinstance(case.body, dict | None) and "name" in (
-        case.path_parameters or {}
+    negative = case.meta is not None and case.meta.generation.mode == GenerationMode.NEGATIVE
+    if (
+        not negative
+        and case.path == "/v1/experiments"
+        and case.method == "POST"
+        and isinstance(case.body, dict)
     ):
+        # a random split rarely matches the variants: without one, well-formed variants make
+        # a real experiment (201), and the lifecycle below gets real transitions
+        case.body.pop("split", None)
+    if "name" in (case.path_parameters or {}):
         # half of the lifecycle calls name a real experiment so the transitions are fuzzed
         name = case.path_parameters["name"]
         if isinstance(name, str) and len(name) % 2 == 0:
@@ -590,8 +596,11 @@ def test_experiment_api_conforms_to_its_spec_with_a_token(case: schemathesis.Cas
                     f"fz{len(fuzz_ctl.experiments())}", {"a": {}, "b": {"policy": "linucb"}}
                 )
             case.path_parameters["name"] = fuzz_ctl.experiments()[-1].name
+    # a negative case may omit the Authorization header on purpose: adding the token would
+    # make it a valid request (as in test_server_guardian)
+    omit_token = negative and "Authorization" not in (case.headers or {})
     case.call_and_validate(
-        headers=AUTH,
+        headers=None if omit_token else AUTH,
         checks=[
             not_a_server_error,
             status_code_conformance,

@@ -70,7 +70,9 @@ def make_policy(name: str, **params: Any) -> Policy:
         )
     try:
         return REGISTRY[name](**params)
-    except TypeError as exc:
+    except PolicyError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
         raise PolicyError(f"policy {name!r}: bad parameters {params!r} ({exc})") from None
 
 

@@ -39,6 +39,7 @@ from routewise.errors import (
     ConfigError,
     FeedbackTooLate,
     InvalidOutcome,
+    PolicyError,
     StateError,
     UnknownArm,
     UnknownDecision,
@@ -1002,9 +1003,11 @@ class Controller:
         self._operator("release", arm)
 
     # ----------------------------------------------------------- experiments
-    def _build_variants(self, spec: ExperimentSpec) -> dict[str, _Variant]:
+    def _build_variants(self, spec: ExperimentSpec, only: str | None = None) -> dict[str, _Variant]:
         out: dict[str, _Variant] = {}
         for i, (vname, vs) in enumerate(spec.variants.items()):
+            if only is not None and vname != only:
+                continue
             if vs.policy is None:
                 pol_name, params = (
                     self._policy.name,
@@ -1049,10 +1052,18 @@ class Controller:
                 raise ConfigError("name", f"experiment {name!r} already exists")
             if split is None:
                 split = {k: 1.0 / len(variants) for k in variants}
+            parsed: dict[str, VariantSpec] = {}
+            for k, v in variants.items():
+                if not isinstance(v, Mapping):
+                    raise ConfigError(f"variants.{k}", "must be a mapping (policy, reward, arms)")
+                try:
+                    parsed[k] = VariantSpec.model_validate(dict(v))
+                except ConfigError as exc:
+                    raise ConfigError(f"variants.{k}.{exc.field}", exc.reason) from None
             try:
                 spec = ExperimentSpec(
                     name=name,
-                    variants={k: VariantSpec.model_validate(dict(v)) for k, v in variants.items()},
+                    variants=parsed,
                     split=dict(split),
                     created_ts=self.clock(),
                     **options,
@@ -1062,7 +1073,14 @@ class Controller:
                 raise ConfigError(
                     ".".join(str(x) for x in err["loc"]) or "experiment", err["msg"]
                 ) from None
-            self._build_variants(spec)  # validates policies, rewards and arm subsets now
+            # resolve policies, rewards and arm subsets now, naming the variant on failure
+            for k in spec.variants:
+                try:
+                    self._build_variants(spec, only=k)
+                except ConfigError as exc:
+                    raise ConfigError(f"variants.{k}.{exc.field}", exc.reason) from None
+                except PolicyError as exc:
+                    raise PolicyError(f"variants.{k}.policy: {exc}") from None
             self._experiments[name] = spec
             self._save_meta()
             return spec
@@ -1081,6 +1099,10 @@ class Controller:
         """Start routing traffic to the variants (one experiment runs at a time)."""
         with self._lock:
             self._check_open()
+            if name not in self._experiments:
+                raise ConfigError(
+                    "name", f"no experiment {name!r} (known: {sorted(self._experiments)})"
+                )
             if self._running is not None and self._running != name:
                 raise ConfigError("name", f"experiment {self._running!r} is already running")
             spec = self._transition(name, "running")
@@ -1105,6 +1127,12 @@ class Controller:
         """Make ``variant`` the default: its policy (with what it learned), reward and arms."""
         with self._lock:
             self._check_open()
+            current = self._experiments.get(name)
+            if current is not None and variant not in current.variants:
+                raise ConfigError(
+                    "variant",
+                    f"{variant!r} is not a variant of {name!r} ({list(current.variants)})",
+                )
             if self._running == name:
                 self.stop_experiment(name)
             spec = self._transition(name, "promoted", winner=variant)
@@ -1145,6 +1173,8 @@ class Controller:
                     "name", f"no experiment {name!r} (known: {sorted(self._experiments)})"
                 )
             variants = self._variants.get(name)
+            if variants is None and spec.status == "draft":
+                return experiment_report(spec, {})  # not started yet: every count is zero
             if variants is None:
                 raise ConfigError(
                     "name", f"experiment {name!r} is {spec.status}: its statistics were released"
