@@ -52,6 +52,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from routewise.bandits.ridge import pack_array, unpack_array
 from routewise.errors import ConfigError, UnknownArm
 
 __all__ = [
@@ -139,8 +140,8 @@ class ArmHealth:
     base_n: float = 0.0  # effective sample size behind the baseline (caps at 1/slow_alpha)
     # context models: expected log-latency and validity are linear in the request features,
     # so a policy that shifts which requests an arm gets does not look like a degradation
-    w_lat: Any = field(default_factory=lambda: np.zeros(0))  # float64 arrays (lists in JSON)
-    w_val: Any = field(default_factory=lambda: np.zeros(0))
+    # rows: expected log-latency, expected validity (float64; lists "w_lat"/"w_val" in JSON)
+    w: Any = field(default_factory=lambda: np.zeros((2, 0)))
     exp_loglat: float = 0.0  # expectations for the observation being checked
     exp_valid: float = 0.0
     # prediction uncertainty of the context models: margin = sqrt(var · xᵀ(XᵀX+λI)⁻¹x)
@@ -175,10 +176,21 @@ class ArmHealth:
 
     def to_state(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["w_lat"] = [float(v) for v in self.w_lat]
-        d["w_val"] = [float(v) for v in self.w_val]
-        d["w_cov"] = [[float(v) for v in row] for row in self.w_cov]
-        d["lag"] = [[[float(v) for v in r[0]], r[1], r[2]] for r in self.lag]
+        del d["w"]
+        d["w_lat"] = [float(v) for v in self.w[0]]
+        d["w_val"] = [float(v) for v in self.w[1]]
+        # arrays are packed (base64 float64: exact, and cheap to snapshot every 1000 feedbacks)
+        d["w_cov"] = pack_array(self.w_cov)
+        width = max((len(r[0]) for r in self.lag), default=0)
+        xs = np.zeros((len(self.lag), width))
+        for i, r in enumerate(self.lag):
+            xs[i, : len(r[0])] = r[0]
+        d["lag"] = {
+            "x": pack_array(xs),
+            "len": [len(r[0]) for r in self.lag],
+            "ll": [r[1] for r in self.lag],
+            "y": [r[2] for r in self.lag],
+        }
         d["recent_errors"] = list(self.recent_errors)
         if math.isinf(d["until"]):
             d["until"] = None  # strict JSON has no infinity: quarantined until released
@@ -186,12 +198,16 @@ class ArmHealth:
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> ArmHealth:
-        h = cls(**s)
-        h.w_lat = np.asarray(s["w_lat"], dtype=np.float64)
-        h.w_val = np.asarray(s["w_val"], dtype=np.float64)
-        k = len(s["w_cov"])
-        h.w_cov = np.asarray(s["w_cov"], dtype=np.float64).reshape(k, k)
-        h.lag = [[np.asarray(r[0], dtype=np.float64), r[1], r[2]] for r in s["lag"]]
+        fields_ = {k: v for k, v in s.items() if k not in ("w_lat", "w_val")}
+        h = cls(**fields_)
+        h.w = np.array([s["w_lat"], s["w_val"]], dtype=np.float64).reshape(2, -1)
+        h.w_cov = unpack_array(s["w_cov"])
+        lag = s["lag"]
+        xs = unpack_array(lag["x"])
+        h.lag = [
+            [xs[i, :n].copy(), ll, y]
+            for i, (n, ll, y) in enumerate(zip(lag["len"], lag["ll"], lag["y"], strict=True))
+        ]
         return h
 
 
@@ -208,10 +224,16 @@ def _log_latency(ms: float) -> float:
     return math.log(max(ms, 0.01))
 
 
-def _dot(w: Any, x: Any) -> float:
-    """``w·x`` over the common prefix (features added later have zero weight)."""
-    n = min(len(w), len(x))
-    return float(w[:n] @ x[:n])
+def _fit_to(h: ArmHealth, x: Any) -> Any:
+    """``x`` with the models' length: pad a short (older) vector with zeros; for a longer one
+    (a feature first seen after the fit) grow the models with zero weights."""
+    d = h.w.shape[1]
+    if len(x) == d:
+        return x
+    if len(x) < d:
+        return np.concatenate([x, np.zeros(d - len(x))])
+    h.w = np.hstack([h.w, np.zeros((2, len(x) - d))])
+    return x
 
 
 class LatencyCheck:
@@ -510,11 +532,14 @@ class Guardian:
         ll = _log_latency(latency_ms)
         h.n += 1
         if h.base_ready:
-            h.exp_loglat = _dot(h.w_lat, xs)
-            h.exp_valid = min(max(_dot(h.w_val, xs), 0.01), 0.999)
-            k = min(len(xs), h.w_cov.shape[0])
+            xs = _fit_to(h, xs)
+            pred = h.w @ xs
+            h.exp_loglat = float(pred[0])
+            h.exp_valid = min(max(float(pred[1]), 0.01), 0.999)
+            kc = h.w_cov.shape[0]
+            xc = xs if len(xs) == kc else xs[:kc]
             # leverage of this request, shrinking as the models keep learning after the fit
-            q = float(xs[:k] @ h.w_cov[:k, :k] @ xs[:k]) * h.fit_n / max(h.base_n, h.fit_n, 1.0)
+            q = float(xc @ (h.w_cov @ xc)) * h.fit_n / max(h.base_n, h.fit_n, 1.0)
             h.lat_margin = math.sqrt(max(h.base_loglat_var * q, 0.0))
             h.val_margin = math.sqrt(max(h.exp_valid * (1.0 - h.exp_valid), 1e-4) * q)
             a = self.fast_alpha
@@ -550,20 +575,16 @@ class Guardian:
         h.lag.append([xs, None if is_err else ll, y])
         if len(h.lag) > self.baseline_lag:
             old_x, old_ll, old_y = h.lag.pop(0)
-            if len(h.w_lat) < len(old_x):  # a feature first seen after the warm-up
-                pad = np.zeros(len(old_x) - len(h.w_lat))
-                h.w_lat = np.concatenate([h.w_lat, pad])
-                h.w_val = np.concatenate([h.w_val, pad])
-            k = len(old_x)
+            old_x = _fit_to(h, old_x)
             h.base_n = min(h.base_n + 1.0, 1.0 / self.slow_alpha)
             step = 1.0 / h.base_n
             norm = float(old_x @ old_x) or 1.0
+            pred = h.w @ old_x
+            err = (old_ll if old_ll is not None else pred[0]) - pred[0]
+            err_v = old_y - pred[1]
+            h.w += np.outer((step / norm) * np.array([err, err_v]), old_x)
             if old_ll is not None:
-                err = old_ll - _dot(h.w_lat, old_x)
-                h.w_lat[:k] += (step * err / norm) * old_x
                 h.base_loglat_var = (1 - step) * (h.base_loglat_var + step * err * err)
-            err_v = old_y - _dot(h.w_val, old_x)
-            h.w_val[:k] += (step * err_v / norm) * old_x
             h.base_valid += step * (old_y - h.base_valid)
         return []
 
@@ -583,8 +604,7 @@ class Guardian:
         w_val = np.linalg.solve(X.T @ X + reg, X.T @ yv)
         h.w_cov = np.linalg.inv(X.T @ X + reg)
         resid = ll[ok] - Xl @ w_lat
-        h.w_lat = w_lat
-        h.w_val = w_val
+        h.w = np.vstack([w_lat, w_val])
         h.base_loglat_var = float(resid @ resid / max(len(resid) - 1, 1))
         h.base_loglat = float(np.mean(ll[ok]))
         h.base_valid = float((yv.sum() + 0.5) / (len(yv) + 1.0))  # Jeffreys-smoothed
