@@ -32,11 +32,6 @@ OK = rw.Outcome(valid=True, latency_ms=840.0, cost_usd=0.0004)
 
 
 @pytest.fixture()
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture()
 def ctl() -> Iterator[rw.Controller]:
     c = rw.Controller(arms=ARMS, seed=0)
     yield c

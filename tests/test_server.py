@@ -38,11 +38,6 @@ TOKEN = "tok-3f9a1c-very-secret"
 
 
 @pytest.fixture()
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture()
 def ctl() -> Iterator[rw.Controller]:
     c = rw.Controller(arms=ARMS, seed=0)
     yield c

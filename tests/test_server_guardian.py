@@ -40,11 +40,6 @@ NO_TOKEN_REASON = "operator actions need a bearer token: set ROUTEWISE_TOKEN"
 
 
 @pytest.fixture()
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture()
 def ctl() -> Iterator[rw.Controller]:
     c = rw.Controller(arms=ARMS, seed=0)
     yield c
