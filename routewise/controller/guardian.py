@@ -13,19 +13,24 @@ Checks are small composable callables with one signature (``check(health, obs) -
 HOUSE_STYLE 8). The defaults follow the seed design — latency above 1.2× its baseline,
 correctness below 0.95× its baseline — guarded against noise:
 
-* :class:`LatencyCheck` — a one-sided CUSUM (Page 1954) on standardized log-latency, designed
-  for a shift of ``log(design_ratio)`` and confirmed by the practical rule (recent geometric
-  mean latency > ``ratio`` × baseline).
+* :class:`LatencyCheck` — a one-sided CUSUM (Page 1954) on standardized log-latency residuals
+  (observed − expected), designed for a shift of ``log(design_ratio)`` and confirmed by the
+  practical rule (recent latency > ``ratio`` × expected).
 * :class:`ValidityCheck` — a Bernoulli log-likelihood-ratio CUSUM for a drop of the validity
-  rate from its baseline ``p0`` to ``p0 − design_drop``, confirmed by the practical rule (recent
-  validity < ``ratio`` × baseline).
+  rate from its expectation ``p0`` to ``p0 − design_drop``, confirmed by the practical rule
+  (recent validity < ``ratio`` × expected).
 * :class:`ErrorBurstCheck` — trips at once on ``consecutive`` failures in a row or an error rate
   of ``rate`` over the last ``window`` outcomes (circuit-breaker style).
 
-Baselines are established after ``min_samples`` observations and then track slowly
-(exponentially weighted, only while the arm is healthy and not under suspicion). All state is
-plain JSON (snapshots, exact restore), which is why the detectors are written here rather
-than taken from river (whose detectors are neither JSON-serializable nor mergeable).
+Baselines are *per request*: with the request's feature vector ``x``, the expected
+log-latency and validity are linear models of the features, fitted by least squares once an
+arm has ``max(min_samples, 10·len(x))`` observations and then tracked by normalized LMS on
+observations ``baseline_lag`` steps old (so a change is caught before it leaks into the
+baseline). The checks compare each outcome with what *this* request should get, with a
+margin for the models' prediction uncertainty — a policy that sends an arm more of the slow
+or hard requests is not a degradation. Without ``x`` the models reduce to per-arm means. All
+state is plain JSON (snapshots, exact restore), which is why the detectors are written here
+rather than taken from river (whose detectors are neither JSON-serializable nor mergeable).
 
 Examples
 --------
