@@ -114,6 +114,7 @@ def test_guardian_commands(db: Path) -> None:
 def test_queries_are_read_only_and_writers_are_exclusive(db: Path) -> None:
     writer = rw.Controller(store=db)  # holds the writer lock, like a running sidecar
     try:
+
         def snapshot_rows() -> list[tuple[int, float]]:
             import sqlite3
 

@@ -26,8 +26,20 @@ from routewise.server import DEMO_BACKENDS
 EXE = shutil.which("routewise")
 TOKEN = "subprocess-test-token-81c2"
 CONTEXTS = [
-    {"task": "extraction", "schema_depth": 3, "n_fields": 12, "input_tokens": 900, "language": "zh"},
-    {"task": "classification", "schema_depth": 1, "n_fields": 2, "input_tokens": 250, "language": "en"},
+    {
+        "task": "extraction",
+        "schema_depth": 3,
+        "n_fields": 12,
+        "input_tokens": 900,
+        "language": "zh",
+    },
+    {
+        "task": "classification",
+        "schema_depth": 1,
+        "n_fields": 2,
+        "input_tokens": 250,
+        "language": "en",
+    },
     {"task": "qa", "schema_depth": 2, "n_fields": 6, "input_tokens": 1500, "language": "en"},
 ]
 
@@ -40,7 +52,11 @@ class Daemon:
         cmd += ["serve", "--port", "0", "--log-json", *args]
         base = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEWISE_")}
         self.proc = subprocess.Popen(
-            cmd, cwd=cwd, env={**base, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            cmd,
+            cwd=cwd,
+            env={**base, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         self.lines: list[str] = []
         self._q: queue.Queue[str | None] = queue.Queue()
@@ -105,8 +121,14 @@ def stored(db: Path) -> tuple[set[str], dict[str, float]]:
     return decisions, feedback
 
 
-def traffic(url: str, n_pairs: int, acked_d: dict[str, str], acked_f: dict[str, float], stop: threading.Event,
-            seed: int) -> None:
+def traffic(
+    url: str,
+    n_pairs: int,
+    acked_d: dict[str, str],
+    acked_f: dict[str, float],
+    stop: threading.Event,
+    seed: int,
+) -> None:
     """decide+feedback pairs until n_pairs are done, the server dies or ``stop`` is set."""
     with Client(url, timeout=10) as client:
         for i in range(n_pairs):
@@ -130,7 +152,10 @@ def run_traffic(url: str, threads: int, n_pairs: int) -> tuple[dict[str, str], d
     acked_d: dict[str, str] = {}
     acked_f: dict[str, float] = {}
     stop = threading.Event()
-    ts = [threading.Thread(target=traffic, args=(url, n_pairs, acked_d, acked_f, stop, k)) for k in range(threads)]
+    ts = [
+        threading.Thread(target=traffic, args=(url, n_pairs, acked_d, acked_f, stop, k))
+        for k in range(threads)
+    ]
     for t in ts:
         t.start()
     for t in ts:
@@ -186,7 +211,9 @@ def test_kill_9_restart_restores_everything_then_sigterm_snapshots(tmp_path: Pat
             pending = next(i for i in acked_d if i not in acked_f)
             r = client.feedback(pending, rw.Outcome(valid=True, latency_ms=100.0, cost_usd=0.0))
             assert not r.duplicate
-            again = client.feedback(next(iter(acked_f)), {"valid": False, "latency_ms": 1.0, "cost_usd": 0.0})
+            again = client.feedback(
+                next(iter(acked_f)), {"valid": False, "latency_ms": 1.0, "cost_usd": 0.0}
+            )
             assert again.duplicate and again.reward == acked_f[again.decision_id]
             trace = list(client.trace())
             assert {t["decision_id"] for t in trace} == decisions
@@ -199,7 +226,9 @@ def test_kill_9_restart_restores_everything_then_sigterm_snapshots(tmp_path: Pat
     assert any(e["event"] == "request" and e.get("status") == 401 for e in events)
     with sqlite3.connect(db) as conn:  # graceful stop snapshotted everything
         snap = conn.execute("SELECT max(seq) FROM snapshots").fetchone()[0]
-        top = conn.execute("SELECT max(seq) FROM (SELECT seq FROM decisions UNION ALL SELECT seq FROM feedback)").fetchone()[0]
+        top = conn.execute(
+            "SELECT max(seq) FROM (SELECT seq FROM decisions UNION ALL SELECT seq FROM feedback)"
+        ).fetchone()[0]
     assert snap == top
 
 
@@ -209,7 +238,10 @@ def test_kill_9_under_load_loses_no_acknowledgement(tmp_path: Path) -> None:
     acked_d: dict[str, str] = {}
     acked_f: dict[str, float] = {}
     stop = threading.Event()
-    ts = [threading.Thread(target=traffic, args=(d.url, 100_000, acked_d, acked_f, stop, k)) for k in range(6)]
+    ts = [
+        threading.Thread(target=traffic, args=(d.url, 100_000, acked_d, acked_f, stop, k))
+        for k in range(6)
+    ]
     try:
         for t in ts:
             t.start()
@@ -243,7 +275,10 @@ def test_serve_reports_a_busy_port_clearly(tmp_path: Path) -> None:
         cmd = [EXE] if EXE else [sys.executable, "-m", "routewise.cli"]
         res = subprocess.run(
             [*cmd, "serve", "--port", str(port), "--db", str(tmp_path / "x.db")],
-            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
             env={k: v for k, v in os.environ.items() if not k.startswith("ROUTEWISE_")},
         )
     assert res.returncode == 2

@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -531,9 +531,6 @@ class Controller:
         self._seq = max(self._store.max_seq(), seq0)
         for drec in self._store.recent_decisions(self.recent_window):
             self._recent.append(np.asarray(drec.features, dtype=np.float64))
-        if self.reward_wait_s is None:
-            # without a wait time, pending decisions older than the snapshot stay in the store
-            pass
 
     def _pending_from_record(self, rec: DecisionRecord) -> _Pending:
         scal = (
@@ -1085,13 +1082,16 @@ class Controller:
             self._save_meta()
             return spec
 
-    def _transition(self, name: str, to: str, winner: str | None = None) -> ExperimentSpec:
+    def _experiment(self, name: str) -> ExperimentSpec:
         spec = self._experiments.get(name)
         if spec is None:
             raise ConfigError(
                 "name", f"no experiment {name!r} (known: {sorted(self._experiments)})"
             )
-        new = spec.transition(to, self.clock(), winner=winner)
+        return spec
+
+    def _transition(self, name: str, to: str, winner: str | None = None) -> ExperimentSpec:
+        new = self._experiment(name).transition(to, self.clock(), winner=winner)
         self._experiments[name] = new
         return new
 
@@ -1099,10 +1099,7 @@ class Controller:
         """Start routing traffic to the variants (one experiment runs at a time)."""
         with self._lock:
             self._check_open()
-            if name not in self._experiments:
-                raise ConfigError(
-                    "name", f"no experiment {name!r} (known: {sorted(self._experiments)})"
-                )
+            self._experiment(name)
             if self._running is not None and self._running != name:
                 raise ConfigError("name", f"experiment {self._running!r} is already running")
             spec = self._transition(name, "running")
@@ -1112,16 +1109,22 @@ class Controller:
             self.snapshot()
             return spec
 
-    def stop_experiment(self, name: str) -> ExperimentSpec:
-        """Stop assigning traffic; the statistics stay for status, promote or abort."""
+    def _end(self, name: str, to: str) -> ExperimentSpec:
+        """Stop routing traffic to ``name`` (stopped or aborted) and persist."""
         with self._lock:
             self._check_open()
-            spec = self._transition(name, "stopped")
+            spec = self._transition(name, to)
             if self._running == name:
                 self._running = None
+            if to == "aborted":
+                self._variants.pop(name, None)
             self._save_meta()
             self.snapshot()
             return spec
+
+    def stop_experiment(self, name: str) -> ExperimentSpec:
+        """Stop assigning traffic; the statistics stay for status, promote or abort."""
+        return self._end(name, "stopped")
 
     def promote_experiment(self, name: str, variant: str) -> ExperimentSpec:
         """Make ``variant`` the default: its policy (with what it learned), reward and arms."""
@@ -1150,15 +1153,7 @@ class Controller:
 
     def abort_experiment(self, name: str) -> ExperimentSpec:
         """End the experiment without changing the default policy."""
-        with self._lock:
-            self._check_open()
-            spec = self._transition(name, "aborted")
-            if self._running == name:
-                self._running = None
-            self._variants.pop(name, None)
-            self._save_meta()
-            self.snapshot()
-            return spec
+        return self._end(name, "aborted")
 
     def experiments(self) -> list[ExperimentSpec]:
         """Every experiment, in creation order."""
@@ -1167,11 +1162,7 @@ class Controller:
     def experiment_status(self, name: str) -> ExperimentReport:
         """Per-variant statistics and always-valid comparisons against the control."""
         with self._lock:
-            spec = self._experiments.get(name)
-            if spec is None:
-                raise ConfigError(
-                    "name", f"no experiment {name!r} (known: {sorted(self._experiments)})"
-                )
+            spec = self._experiment(name)
             variants = self._variants.get(name)
             if variants is None and spec.status == "draft":
                 return experiment_report(spec, {})  # not started yet: every count is zero
@@ -1366,8 +1357,3 @@ class Controller:
 
     def __repr__(self) -> str:
         return f"Controller(policy={self._policy.name!r}, arms={len(self._arms)}, store={getattr(self._store, 'path', 'memory')!r})"
-
-
-def rank_table(rows: Sequence[RankedArm]) -> list[dict[str, Any]]:
-    """Plain rows for printing."""
-    return [r.to_dict() for r in rows]

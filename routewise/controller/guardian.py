@@ -139,7 +139,6 @@ class ArmHealth:
     n: int = 0  # observations since the last (re)baseline
     # baselines (established after min_samples observations)
     base_ready: bool = False
-    base_loglat: float = 0.0
     base_loglat_var: float = 0.0
     base_valid: float = 0.0
     base_n: float = 0.0  # effective sample size behind the baseline (caps at 1/slow_alpha)
@@ -155,11 +154,8 @@ class ArmHealth:
     val_margin: float = 0.0
     fit_n: float = 0.0  # observations behind the warm-up fit
     lag: list[list[Any]] = field(default_factory=list)  # [features, log-latency|None, valid]
-    # warm-up accumulators (Welford) for the baseline
+    # error-free observations collected for the warm-up fit (kept in `lag` until then)
     warm_n: int = 0
-    warm_mean: float = 0.0
-    warm_m2: float = 0.0
-    warm_valid: float = 0.0
     # recent (fast EWMA) estimates
     recent_loglat: float = 0.0
     recent_valid: float = 1.0
@@ -611,7 +607,6 @@ class Guardian:
         resid = ll[ok] - Xl @ w_lat
         h.w = np.vstack([w_lat, w_val])
         h.base_loglat_var = float(resid @ resid / max(len(resid) - 1, 1))
-        h.base_loglat = float(np.mean(ll[ok]))
         h.base_valid = float((yv.sum() + 0.5) / (len(yv) + 1.0))  # Jeffreys-smoothed
         h.base_n = float(len(yv))
         h.fit_n = float(len(yv))

@@ -169,11 +169,15 @@ class SQLiteStore:
         try:
             if read_only and self.path != ":memory:":
                 uri = f"file:{Path(self.path).resolve()}?mode=ro"
-                self._conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+                self._conn = sqlite3.connect(
+                    uri, uri=True, isolation_level=None, check_same_thread=False
+                )
                 self._db = sqlite_utils.Database(self._conn)
                 self._check_schema()
             else:
-                self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                self._conn = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False
+                )
                 self._db = sqlite_utils.Database(self._conn)
                 if self.path != ":memory:":
                     self._db.enable_wal()
@@ -238,7 +242,9 @@ class SQLiteStore:
         tables = set(self._db.table_names())
         missing = {"meta", "decisions", "feedback", "events", "snapshots"} - tables
         if missing:
-            raise StateError(f"store {self.path!r}: not a routewise store (missing {sorted(missing)})")
+            raise StateError(
+                f"store {self.path!r}: not a routewise store (missing {sorted(missing)})"
+            )
 
     def _checkpoint_loop(self) -> None:
         """Copy the WAL back into the database every ``checkpoint_interval_s`` (PASSIVE: never
