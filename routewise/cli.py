@@ -8,6 +8,7 @@ reason, with exit code 2.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -594,6 +595,32 @@ def experiment_abort(
 ) -> None:
     """End the experiment without changing the default policy."""
     _lifecycle("abort", name, db, config)
+
+
+@experiment_app.command("sample-size")
+def experiment_sample_size(
+    mde: Annotated[
+        float, typer.Option("--mde", help="Smallest reward difference worth detecting.")
+    ],
+    sd: Annotated[
+        float, typer.Option("--sd", help="Standard deviation of the per-request reward.")
+    ],
+    alpha: Annotated[float, typer.Option("--alpha", help="Two-sided significance level.")] = 0.05,
+    power: Annotated[
+        float, typer.Option("--power", help="Probability of detecting the effect.")
+    ] = 0.8,
+    ratio: Annotated[
+        float, typer.Option("--ratio", help="Candidate / control traffic ratio.")
+    ] = 1.0,
+) -> None:
+    """Fixed-horizon sample size per variant (the always-valid test needs somewhat more)."""
+    from routewise.controller.experiments import sample_size
+
+    n = sample_size(mde, sd, alpha=alpha, power=power, ratio=ratio)
+    console.print(
+        f"control: {n:,} requests, candidate: {math.ceil(ratio * n):,} requests "
+        f"(mde {mde}, sd {sd}, alpha {alpha}, power {power})"
+    )
 
 
 @experiment_app.command("status")

@@ -189,3 +189,11 @@ def test_cli_experiment_flow(tmp_path: Path) -> None:
     assert res.returncode == 0 and "promoted" in res.stdout
     res = run("experiment", "create", "bad", "--variants", "{not json", "--db", str(db))
     assert res.returncode == 2 and "--variants" in res.stderr
+
+
+def test_cli_sample_size() -> None:
+    res = run("experiment", "sample-size", "--mde", "0.02", "--sd", str((0.7 * 0.3) ** 0.5))
+    assert res.returncode == 0, res.stderr
+    assert "control: 8,242 requests" in res.stdout
+    res = run("experiment", "sample-size", "--mde", "0", "--sd", "0.5")
+    assert res.returncode == 2 and "mde" in res.stderr
