@@ -1330,7 +1330,7 @@ class FakeProviderServer:
             self._stopping.clear()
             self._server = _Server(self)
             self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
             )
             self._thread.start()
         return self

@@ -7,8 +7,8 @@ one backend in this order:
    an override of one side keeps the other side's default);
 2. :data:`DEFAULT_PRICES`, first by the exact model id, then by the longest key that is a
    prefix of the model id (``gpt-4o-mini-2024-07-18`` → ``gpt-4o-mini``). Bedrock
-   cross-region inference-profile prefixes (``us.``, ``eu.``, ``apac.``, ``global.``…) and a
-   Gemini ``models/`` prefix are ignored for the lookup;
+   cross-region inference-profile prefixes (``us.``, ``eu.``, ``apac.``, ``global.``…) are
+   ignored for the lookup;
 3. ``0.0`` for local runtimes (``ollama``, ``openai_compatible``);
 4. ``(0.0, 0.0)`` for a cloud model the table does not know, with one structlog warning
    (``event="unknown_model_price"``) per model and process, so that a silently free arm
@@ -103,11 +103,10 @@ _warned_lock = threading.Lock()
 
 
 def _lookup_key(model: str) -> str:
-    key = model.removeprefix("models/")
     for prefix in _PROFILE_PREFIXES:
-        if key.startswith(prefix):
-            return key[len(prefix) :]
-    return key
+        if model.startswith(prefix):
+            return model[len(prefix) :]
+    return model
 
 
 def _table_price(model: str) -> tuple[float, float] | None:

@@ -295,8 +295,7 @@ class GeminiProvider(Provider):
 
     def _url(self) -> str:
         base = (self.config.base_url or self.default_base_url).rstrip("/")
-        model = self.config.model.removeprefix("models/")
-        return f"{base}/models/{model}:generateContent"
+        return f"{base}/models/{self.config.model}:generateContent"
 
     def _body(self, request: GenerationRequest) -> dict[str, Any]:
         system: list[str] = []
