@@ -406,7 +406,7 @@ def _compile_type(tp: Any, path: str, stack: tuple[type[BaseModel], ...]) -> Sch
                 raise ConfigError("schema", f"field {path!r}: Literal[None] is not supported")
             return OptionalNode(_choice([(str(v), v) for v in values], path, _type_name(tp)))
         return _choice([(str(v), v) for v in values], path, _type_name(tp))
-    if origin is list:
+    if origin is list or tp is list:
         args = get_args(tp)
         if len(args) != 1:
             raise ConfigError(
