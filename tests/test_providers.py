@@ -544,6 +544,15 @@ async def test_json_schema_constraint_without_schema_is_bad_request(
     assert fake.requests == []
 
 
+@pytest.mark.anyio
+async def test_unserializable_sampler_is_bad_request(fake: FakeProviderServer) -> None:
+    for sampler in ({"temperature": float("nan")}, {"logit_bias": object()}):
+        error = await fail(fake.backend_config(), plain_request(sampler=sampler))
+        assert error.category is ErrorCategory.bad_request
+        assert "JSON-serializable" in error.message
+    assert fake.requests == []
+
+
 # ----------------------------------------------------------------------------- provider details
 @pytest.mark.anyio
 async def test_openai_refusal_field_and_content_filter(
@@ -870,8 +879,9 @@ async def test_secrets_never_leak(
             dead = cfg.model_copy(
                 update={"base_url": f"http://127.0.0.1:{unused_port()}{fake.protocol.base_path}"}
             )
-            with pytest.raises(ProviderError) as info:
-                await make_provider(dead).generate(plain_request())
+            async with make_provider(dead) as dead_provider:
+                with pytest.raises(ProviderError) as info:
+                    await dead_provider.generate(plain_request())
             errors.append(info.value)
             assert repr(provider) == f"{type(provider).__name__}(name={cfg.name!r})"
     categories = {e.category for e in errors}

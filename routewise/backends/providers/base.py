@@ -348,6 +348,17 @@ class Provider(ABC):
             f"{self.provider_name} cannot enforce a GBNF grammar (only openai_compatible llama.cpp runtimes can)",
         )
 
+    @staticmethod
+    def _encode(body: dict[str, Any]) -> bytes:
+        """The JSON bytes of a request body (a sampler value JSON cannot carry is a
+        ``bad_request``, not a crash)."""
+        try:
+            return json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise ProviderError(
+                ErrorCategory.bad_request, f"request body is not JSON-serializable: {exc}"
+            ) from None
+
     async def _post(
         self,
         url: str,

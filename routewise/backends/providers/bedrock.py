@@ -249,7 +249,7 @@ class BedrockProvider(Provider):
         return {str(k): str(v) for k, v in aws_request.headers.items()}
 
     async def _generate(self, request: GenerationRequest) -> Completion:
-        body = json.dumps(self._body(request), ensure_ascii=False).encode()
+        body = self._encode(self._body(request))
         url = self._url()
         data = await self._post(url, body, self._signed_headers(url, body))
         raw_usage = data.get("usage")

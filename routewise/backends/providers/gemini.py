@@ -29,7 +29,6 @@ Errors: ``{"error": {"code", "message", "status", "details"}}``. ``RESOURCE_EXHA
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, ClassVar
 
@@ -333,7 +332,7 @@ class GeminiProvider(Provider):
         return body
 
     async def _generate(self, request: GenerationRequest) -> Completion:
-        body = json.dumps(self._body(request), ensure_ascii=False).encode()
+        body = self._encode(self._body(request))
         key = self._need_key(self.config.api_key_env or "GEMINI_API_KEY")
         headers = {
             "Content-Type": "application/json",

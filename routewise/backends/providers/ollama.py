@@ -18,7 +18,6 @@ Errors: ``{"error": "…"}`` with the status; an unknown model is HTTP 404 → `
 
 from __future__ import annotations
 
-import json
 from typing import Any, ClassVar
 
 from routewise.backends.base import Completion, GenerationRequest, Usage
@@ -70,7 +69,7 @@ class OllamaProvider(Provider):
         return body
 
     async def _generate(self, request: GenerationRequest) -> Completion:
-        body = json.dumps(self._body(request), ensure_ascii=False).encode()
+        body = self._encode(self._body(request))
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         key = self.config.resolve_api_key()
         if key:

@@ -25,7 +25,6 @@ Errors: ``{"error": {"message", "type", "code"}}`` with the HTTP status, mapped 
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -130,7 +129,7 @@ class OpenAIProvider(Provider):
         raise self._unsupported_grammar()
 
     async def _generate(self, request: GenerationRequest) -> Completion:
-        body = json.dumps(self._body(request), ensure_ascii=False).encode()
+        body = self._encode(self._body(request))
         headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
