@@ -49,11 +49,11 @@ _log = structlog.get_logger("routewise.pricing")
 LOCAL_PROVIDERS: frozenset[str] = frozenset({"ollama", "openai_compatible"})
 
 #: Shipped list prices, USD per 1M ``(input, output)`` tokens, standard (non-batch,
-#: non-cached, short-context) tier. Taken from the providers' public pricing pages as they
-#: stood in August 2025 (openai.com/api/pricing; ai.google.dev/gemini-api/docs/pricing, paid
-#: tier, text input, prompts up to 200k tokens; aws.amazon.com/bedrock/pricing, on-demand,
-#: us-east-1). Prices change: override them per backend with ``price_input_per_mtok`` /
-#: ``price_output_per_mtok``.
+#: non-cached, short-context) tier, as published on the providers' pricing pages around
+#: August 2025 (openai.com/api/pricing; ai.google.dev/gemini-api/docs/pricing, paid tier,
+#: text input, prompts up to 200k tokens; aws.amazon.com/bedrock/pricing, on-demand,
+#: us-east-1) and not re-checked since. Prices change: override them per backend with
+#: ``price_input_per_mtok`` / ``price_output_per_mtok``.
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     # OpenAI (and Azure OpenAI global deployments)
     "gpt-4o": (2.50, 10.00),
