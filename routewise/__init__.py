@@ -10,6 +10,7 @@ Examples
 True
 """
 
+from routewise.backends.router import Receipt, Router, RouteResult
 from routewise.client import APIError, AsyncClient, Client
 from routewise.controller import (
     Controller,
@@ -55,6 +56,9 @@ __all__ = [
     "Outcome",
     "PolicyError",
     "RankedArm",
+    "Receipt",
+    "RouteResult",
+    "Router",
     "RoutewiseError",
     "StateError",
     "Status",

