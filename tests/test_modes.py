@@ -558,6 +558,14 @@ def test_local_tolerates_model_variations() -> None:
     assert codec.decode(text) == TICKET
 
 
+def test_local_reads_json_ish_lines() -> None:
+    codec = get_codec("local_reconstructed", Ticket)
+    text = '{\n  "intent": "bug_report",\n  "priority": 2,\n  "needs_human": false,\n  "summary": "s",\n}'
+    assert codec.decode(text) == Ticket(
+        intent=Intent.bug_report, priority=2, needs_human=False, summary="s"
+    )
+
+
 def test_local_list_forms() -> None:
     codec = get_codec("local_reconstructed", Ticket)
     base = "intent: other\npriority: 1\nneeds_human: false\nsummary: s\n"

@@ -302,7 +302,10 @@ def _resolve(tree: ObjectNode, key: str) -> tuple[str | int, ...] | None:
 
 
 def _unquote(text: str) -> tuple[str, bool]:
-    """``(value, quoted)``: a JSON string literal or a '…'/"…"-quoted value unwrapped."""
+    """``(value, quoted)``: a JSON string literal or a '…'/"…"-quoted value unwrapped
+    (a comma after the closing quote, as in a JSON-ish line, is dropped)."""
+    if len(text) >= 3 and text[0] in "\"'" and text[-1] == "," and text[-2] == text[0]:
+        text = text[:-1]
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
         if text[0] == '"':
             try:
@@ -404,9 +407,10 @@ def _convert(node: SchemaNode, text: str) -> Any:
     value, quoted = _unquote(text)
     if isinstance(node, ScalarNode) and node.kind == "str":
         return value
+    if not quoted:
+        value, quoted = _unquote(value.rstrip(",;").strip())
     if not quoted and value.casefold() == "null":
         return None
-    value = value.strip().rstrip(",;").strip()
     if isinstance(node, ChoiceNode):
         match = node.match_label(value)
         return value if match is None else match
