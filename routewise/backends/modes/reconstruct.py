@@ -26,8 +26,8 @@ Decoding is tolerant of what small models do: blank lines, surrounding whitespac
 Markdown fence, prose lines that name no field, bullets, quotes around values, keys and
 enum labels in another case, ``tags[0]`` for ``tags.0``, repeated ``tags:`` lines for
 list items. The GBNF grammar (:meth:`LocalReconstructed.constraint`) accepts the form
-for the schema with up to 8 items per list (4 in a list inside a list item, 2 deeper);
-decoding accepts any number.
+for the schema with up to 8 items per list (4 in a list inside a list item, 2 one level
+deeper, 1 below that: see ``GRAMMAR_LIST_ITEMS``); decoding accepts any number.
 """
 
 import json
@@ -58,8 +58,10 @@ from routewise.types import Mode
 
 __all__ = ["LocalReconstructed"]
 
-#: Items per list the grammar admits, by how many lists enclose the list.
-GRAMMAR_LIST_ITEMS = (8, 4, 2)
+#: Items per list the grammar admits, by how many lists enclose the list (the last entry
+#: applies below). Every enclosing list multiplies the rules of the lines below it (paths
+#: carry the indexes), so the product is kept at 64 however deeply lists nest.
+GRAMMAR_LIST_ITEMS = (8, 4, 2, 1)
 
 _VALUE_RULES = {
     "int": 'int ::= "-"? [0-9]{1,20}',
