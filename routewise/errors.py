@@ -12,7 +12,11 @@ the context needed to act on it (the offending field, the decision id, the arm i
     ├── UnknownDecision          feedback for a decision id never issued         (.decision_id)
     ├── FeedbackTooLate          feedback after the reward wait time             (.decision_id)
     ├── StateError               a store or snapshot that cannot be read/written
-    └── PolicyError              a policy misused (bad state, bad parameters)
+    ├── PolicyError              a policy misused (bad state, bad parameters)
+    ├── backends.base.ProviderError          a provider call failed (.category); the Router
+    │                                        turns it into an Outcome, it never escapes
+    ├── backends.modes.DecodeError           model text unreadable in its output mode (.reason)
+    └── backends.llama.LocalModelUnavailable a local model / llama-server is not installed
 
 Examples
 --------
