@@ -38,7 +38,7 @@ from routewise.backends.base import (
 from routewise.backends.modes import DecodeError, OutputCodec, get_codec
 from routewise.backends.pricing import DEFAULT_PRICES, prices_for
 from routewise.backends.providers import Provider, make_provider
-from routewise.backends.router import Receipt, RouteResult, Router
+from routewise.backends.router import Receipt, Router, RouteResult
 
 __all__ = [
     "DEFAULT_PRICES",
