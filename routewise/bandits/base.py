@@ -120,7 +120,7 @@ class Policy(ABC):
         self._arms: list[str] = []
         self._index: dict[str, int] = {}
         self._dim = 0
-        self._idx_cache: dict[tuple[str, ...], npt.NDArray[np.intp]] = {}
+        self._idx_cache: dict[tuple[str, ...] | None, npt.NDArray[np.intp]] = {}
 
     # ------------------------------------------------------------------ arms
     @property
@@ -158,7 +158,12 @@ class Policy(ABC):
             self.add_arm(a)
 
     def _indices(self, arms: Sequence[str] | None) -> npt.NDArray[np.intp]:
-        key = tuple(arms) if arms is not None else tuple(self._arms)
+        if arms is None:  # all arms, in order: the common case, cached under None
+            cached = self._idx_cache.get(None)
+            if cached is None:
+                cached = self._idx_cache[None] = self._indices(tuple(self._arms))
+            return cached
+        key = tuple(arms)
         cached = self._idx_cache.get(key)
         if cached is not None:
             return cached
@@ -179,7 +184,10 @@ class Policy(ABC):
         v = np.asarray(x, dtype=np.float64)
         if v.ndim != 1:
             raise PolicyError(f"x: expected a 1-D feature vector, got shape {v.shape}")
-        if not np.isfinite(v).all():
+        # x·x is finite iff every feature is (one cheap BLAS call), unless it overflowed:
+        # only then look at the features one by one
+        sq = float(v.dot(v))
+        if sq - sq != 0.0 and not np.isfinite(v).all():
             raise PolicyError(f"x: features must be finite, got {v.tolist()!r}")
         d = v.shape[0]
         if d > self._dim:
@@ -214,8 +222,8 @@ class Policy(ABC):
         if n == 1:
             pos = 0
         else:
-            cdf = np.cumsum(probs)
-            pos = int(np.searchsorted(cdf, self._rng.random() * cdf[-1], side="right"))
+            cdf = probs.cumsum()
+            pos = int(cdf.searchsorted(self._rng.random() * cdf[-1], side="right"))
             pos = min(pos, n - 1)
             while probs[pos] <= 0.0:  # guard against landing on a zero-width bin
                 pos = (pos + 1) % n

@@ -102,7 +102,7 @@ class SquareCB(LinearPolicy):
         self, x: FloatArray, idx: npt.NDArray[np.intp]
     ) -> tuple[FloatArray, FloatArray, int]:
         yhat = self._predict(x, idx)
-        best = int(np.argmax(yhat))
+        best = int(yhat.argmax())
         probs = 1.0 / (idx.shape[0] + self.gamma * (yhat[best] - yhat))
         probs[best] = 0.0
         probs[best] = 1.0 - probs.sum()

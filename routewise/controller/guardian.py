@@ -436,8 +436,10 @@ class Guardian:
 
     # ------------------------------------------------------------------ arms
     def add_arms(self, arms: Iterable[str]) -> None:
+        health = self._health
         for a in arms:
-            self._health.setdefault(a, ArmHealth())
+            if a not in health:  # (setdefault would build a throwaway ArmHealth every call)
+                health[a] = ArmHealth()
 
     def _h(self, arm: str) -> ArmHealth:
         h = self._health.get(arm)
@@ -583,7 +585,10 @@ class Guardian:
             pred = h.w @ old_x
             err = (old_ll if old_ll is not None else pred[0]) - pred[0]
             err_v = old_y - pred[1]
-            h.w += np.outer((step / norm) * np.array([err, err_v]), old_x)
+            # w += outer(c·[err, err_v], x), written without np.outer's temporaries; every
+            # element is still the product (c·e_i)·x_j added once, so the bits are the same
+            c = step / norm
+            h.w += np.array([[c * err], [c * err_v]]) * old_x
             if old_ll is not None:
                 h.base_loglat_var = (1 - step) * (h.base_loglat_var + step * err * err)
             h.base_valid += step * (old_y - h.base_valid)
