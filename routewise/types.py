@@ -152,6 +152,9 @@ def make_arms(
     return arms
 
 
+_INF = math.inf
+
+
 def _check_number(
     name: str, value: Any, *, allow_none: bool = False, upper: float | None = None
 ) -> None:
@@ -197,9 +200,15 @@ class Outcome:
     def __post_init__(self) -> None:
         if not isinstance(self.valid, bool):
             raise InvalidOutcome("valid", f"must be a boolean, got {type(self.valid).__name__}")
-        _check_number("latency_ms", self.latency_ms)
-        _check_number("cost_usd", self.cost_usd)
-        _check_number("score", self.score, allow_none=True, upper=1.0)
+        # fast path for the common case (finite non-negative floats); anything else gets the
+        # full check, which names the problem
+        lat, cost, score = self.latency_ms, self.cost_usd, self.score
+        if not (type(lat) is float and 0.0 <= lat < _INF):
+            _check_number("latency_ms", lat)
+        if not (type(cost) is float and 0.0 <= cost < _INF):
+            _check_number("cost_usd", cost)
+        if score is not None and not (type(score) is float and 0.0 <= score <= 1.0):
+            _check_number("score", score, upper=1.0)
         if self.error is not None and not isinstance(self.error, str):
             raise InvalidOutcome(
                 "error", f"must be a string or null, got {type(self.error).__name__}"

@@ -20,6 +20,7 @@ distribution is a Monte-Carlo estimate that the draw then follows.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -255,7 +256,7 @@ class Policy(ABC):
             r = float(reward)
         except (TypeError, ValueError):
             raise PolicyError(f"reward: must be a number, got {reward!r}") from None
-        if not np.isfinite(r):
+        if not math.isfinite(r):
             raise PolicyError(f"reward: must be finite, got {reward!r}")
         self._update(k, self._vector(x), r)
 

@@ -619,10 +619,11 @@ class Controller:
         ``unit_id`` (else ``request_id``, else the decision itself) picks the variant, sticky
         per unit; otherwise it is ignored.
         """
-        eligible = self._eligible(arms)
+        eligible = None if arms is None else self._eligible(arms)
         scal = self._reward if reward is None else get_reward(reward)
         with self._lock:
-            self._check_open()
+            if self._closed or self.read_only:
+                self._check_open()
             now = self.clock()
             if self.reward_wait_s is not None:
                 self._expire(now)
@@ -796,7 +797,8 @@ class Controller:
                     "outcome", f"expected an Outcome or a mapping, got {type(outcome).__name__}"
                 )
         with self._lock:
-            self._check_open()
+            if self._closed or self.read_only:
+                self._check_open()
             now = self.clock()
             if self.reward_wait_s is not None:
                 self._expire(now)

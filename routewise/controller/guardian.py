@@ -535,10 +535,13 @@ class Guardian:
         ll = _log_latency(latency_ms)
         h.n += 1
         if h.base_ready:
-            xs = _fit_to(h, xs)
-            pred = h.w @ xs
-            h.exp_loglat = float(pred[0])
-            h.exp_valid = min(max(float(pred[1]), 0.01), 0.999)
+            if len(xs) != h.w.shape[1]:
+                xs = _fit_to(h, xs)
+            # (plain floats from here on: the same IEEE operations as on numpy scalars,
+            # without their per-operation overhead)
+            exp_loglat, exp_valid = (h.w @ xs).tolist()
+            h.exp_loglat = exp_loglat
+            h.exp_valid = min(max(exp_valid, 0.01), 0.999)
             kc = h.w_cov.shape[0]
             xc = xs if len(xs) == kc else xs[:kc]
             # leverage of this request, shrinking as the models keep learning after the fit
@@ -578,13 +581,14 @@ class Guardian:
         h.lag.append([xs, None if is_err else ll, y])
         if len(h.lag) > self.baseline_lag:
             old_x, old_ll, old_y = h.lag.pop(0)
-            old_x = _fit_to(h, old_x)
+            if len(old_x) != h.w.shape[1]:
+                old_x = _fit_to(h, old_x)
             h.base_n = min(h.base_n + 1.0, 1.0 / self.slow_alpha)
             step = 1.0 / h.base_n
             norm = float(old_x @ old_x) or 1.0
-            pred = h.w @ old_x
-            err = (old_ll if old_ll is not None else pred[0]) - pred[0]
-            err_v = old_y - pred[1]
+            pred_ll, pred_v = (h.w @ old_x).tolist()
+            err = (old_ll if old_ll is not None else pred_ll) - pred_ll
+            err_v = old_y - pred_v
             # w += outer(c·[err, err_v], x), written without np.outer's temporaries; every
             # element is still the product (c·e_i)·x_j added once, so the bits are the same
             c = step / norm

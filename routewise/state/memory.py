@@ -43,17 +43,20 @@ class MemoryStore:
         rec.context = dict(rec.context)
         self._decisions[rec.decision_id] = rec
         self._order.append((rec.seq, "d", rec.decision_id))
-        self._max_seq = max(self._max_seq, rec.seq)
+        if rec.seq > self._max_seq:
+            self._max_seq = rec.seq
 
     def log_feedback(self, rec: FeedbackRecord) -> None:
         self._feedback[rec.decision_id] = rec
         self._order.append((rec.seq, "f", rec.decision_id))
-        self._max_seq = max(self._max_seq, rec.seq)
+        if rec.seq > self._max_seq:
+            self._max_seq = rec.seq
 
     def log_event(self, rec: EventRecord) -> None:
         self._order.append((rec.seq, "e", str(len(self._events))))
         self._events.append(rec)
-        self._max_seq = max(self._max_seq, rec.seq)
+        if rec.seq > self._max_seq:
+            self._max_seq = rec.seq
 
     def list_events(self, limit: int | None = None) -> list[EventRecord]:
         return list(self._events if limit is None else self._events[-limit:] if limit else [])

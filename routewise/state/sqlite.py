@@ -59,8 +59,12 @@ _DECISION_COLS = (
 )
 
 
+# json.dumps(obj, separators=(",", ":")) without building an encoder per call (same output)
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _dumps(obj: Any) -> str | None:
-    return None if obj is None else json.dumps(obj, separators=(",", ":"))
+    return None if obj is None else _encode(obj)
 
 
 def _decision_row(rec: DecisionRecord) -> tuple[Any, ...]:
@@ -71,7 +75,7 @@ def _decision_row(rec: DecisionRecord) -> tuple[Any, ...]:
         rec.arm,
         rec.propensity,
         rec.policy,
-        json.dumps(rec.context, separators=(",", ":")),
+        _encode(rec.context),
         np.asarray(rec.features, dtype=np.float64).tobytes(),
         _dumps(rec.reward_spec),
         _dumps(rec.eligible),
@@ -333,7 +337,8 @@ class SQLiteStore:
             self._check_open()
             self._buf_decisions.append(row)
             self._buf_index[rec.decision_id] = rec
-            self._max_seq = max(self._max_seq, rec.seq)
+            if rec.seq > self._max_seq:
+                self._max_seq = rec.seq
             if self.durability == "always" or (
                 self.durability == "batch" and self._buffered() >= self.batch_size
             ):
@@ -344,7 +349,7 @@ class SQLiteStore:
             rec.decision_id,
             rec.seq,
             rec.ts,
-            None if rec.outcome is None else json.dumps(rec.outcome, separators=(",", ":")),
+            None if rec.outcome is None else _encode(rec.outcome),
             rec.reward,
             int(rec.defaulted),
         )
@@ -352,7 +357,8 @@ class SQLiteStore:
             self._check_open()
             self._buf_feedback.append(row)
             self._buf_feedback_index[rec.decision_id] = rec
-            self._max_seq = max(self._max_seq, rec.seq)
+            if rec.seq > self._max_seq:
+                self._max_seq = rec.seq
             if self.durability != "batch" or self._buffered() >= self.batch_size:
                 self._commit()
 
@@ -360,7 +366,8 @@ class SQLiteStore:
         text = json.dumps(rec.event, separators=(",", ":"))
         with self._lock:
             self._check_open()
-            self._max_seq = max(self._max_seq, rec.seq)
+            if rec.seq > self._max_seq:
+                self._max_seq = rec.seq
             self._commit(
                 (
                     "INSERT INTO events (seq, ts, arm, event) VALUES (?, ?, ?, ?)",
