@@ -178,6 +178,7 @@ class Policy(ABC):
             raise PolicyError("arms: the eligible arm set contains duplicates")
         if len(self._idx_cache) > 256:
             self._idx_cache.clear()
+        idx.flags.writeable = False  # shared by every call with these arms
         self._idx_cache[key] = idx
         return idx
 
@@ -224,15 +225,16 @@ class Policy(ABC):
             pos = 0
         else:
             cdf = probs.cumsum()
-            pos = int(cdf.searchsorted(self._rng.random() * cdf[-1], side="right"))
-            pos = min(pos, n - 1)
-            while probs[pos] <= 0.0:  # guard against landing on a zero-width bin
+            pos = int(cdf.searchsorted(self._rng.random() * cdf.item(-1), side="right"))
+            if pos > n - 1:
+                pos = n - 1
+            while probs.item(pos) <= 0.0:  # guard against landing on a zero-width bin
                 pos = (pos + 1) % n
         key = arms if arms is not None else self._arms
         return Selection(
             arm=key[pos],
             index=pos,
-            propensity=float(probs[pos]),
+            propensity=probs.item(pos),
             probabilities=probs,
             scores=scores,
             explored=pos != greedy,

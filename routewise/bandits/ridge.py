@@ -93,6 +93,7 @@ class RidgeArms:
         self.theta: FloatArray = np.zeros((0, 0))
         self.n: FloatArray = np.zeros(0)  # (discounted) observation counts
         self.updates: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self._all_idx: npt.NDArray[np.intp] | None = None  # a read-only arange(k) seen last
 
     # ---------------------------------------------------------------- shape
     def add_arm(self) -> None:
@@ -105,6 +106,7 @@ class RidgeArms:
         self.n = np.append(self.n, 0.0)
         self.updates = np.append(self.updates, 0).astype(np.int64)
         self.k += 1
+        self._all_idx = None
 
     def grow(self, d: int) -> None:
         """Extend to dimension ``d``. A feature never seen before contributes ``λ`` on the
@@ -132,12 +134,27 @@ class RidgeArms:
         Scores every arm and then selects: fancy-indexing ``A_inv[idx]`` would copy K·d²
         floats per decision, which costs more than the products themselves at K ≈ 12.
         """
-        mean = (self.theta @ x)[idx]
-        var = ((self.A_inv @ x) @ x)[idx]
-        return mean, np.sqrt(np.maximum(var, 0.0))
+        var = self._take((self.A_inv @ x) @ x, idx)
+        np.maximum(var, 0.0, out=var)
+        return self._take(self.theta @ x, idx), np.sqrt(var, out=var)
 
     def mean(self, x: FloatArray, idx: npt.NDArray[np.intp]) -> FloatArray:
-        return (self.theta @ x)[idx]
+        return self._take(self.theta @ x, idx)
+
+    def _take(self, v: FloatArray, idx: npt.NDArray[np.intp]) -> FloatArray:
+        """``v[idx]`` for a fresh per-arm vector ``v``; when ``idx`` is every arm in order
+        (the common case) ``v`` itself, skipping the copy. Only read-only index arrays (the
+        policies' cached ones) are remembered as being the identity."""
+        if idx is self._all_idx:
+            return v
+        if (
+            idx.shape[0] == self.k
+            and not idx.flags.writeable
+            and bool((idx == np.arange(self.k)).all())
+        ):
+            self._all_idx = idx
+            return v
+        return v[idx]
 
     # ------------------------------------------------------------- learning
     def update(self, k: int, x: FloatArray, reward: float) -> None:
@@ -157,13 +174,15 @@ class RidgeArms:
             denom = 1.0 + x @ Ax
             _rank1(Ai, -1.0 / denom, Ax)
             _rank1(self.A[k], 1.0, x)
-            self.b[k] += reward * x
+            b = self.b[k]
+            b += reward * x
             self.n[k] += 1.0
-            self.updates[k] += 1
-            if self.updates[k] % _REFRESH_EVERY == 0:
+            u = int(self.updates[k]) + 1
+            self.updates[k] = u
+            if u % _REFRESH_EVERY == 0:
                 self._refresh(k)
             else:
-                self.theta[k] = Ai @ self.b[k]
+                np.matmul(Ai, b, out=self.theta[k])
 
     def _refresh(self, k: int) -> None:
         factor = cho_factor(self.A[k], lower=True, check_finite=False)
@@ -209,6 +228,7 @@ class RidgeArms:
     def set_state(self, s: dict[str, Any]) -> None:
         k, d = int(s["k"]), int(s["d"])
         self.k, self.d = k, d
+        self._all_idx = None
         self.A = unpack_array(s["A"]).reshape(k, d, d)
         self.A_inv = unpack_array(s["A_inv"]).reshape(k, d, d)
         self.b = unpack_array(s["b"]).reshape(k, d)

@@ -95,7 +95,9 @@ class SquareCB(LinearPolicy):
     def _predict(self, x: FloatArray, idx: npt.NDArray[np.intp]) -> FloatArray:
         if self.optimism > 0.0:
             mean, width = self._ridge.predict(x, idx)
-            return mean + self.optimism * width
+            width *= self.optimism  # in place: mean + optimism·width, bit for bit
+            width += mean
+            return width
         return self._ridge.mean(x, idx)
 
     def _distribution(
@@ -103,7 +105,11 @@ class SquareCB(LinearPolicy):
     ) -> tuple[FloatArray, FloatArray, int]:
         yhat = self._predict(x, idx)
         best = int(yhat.argmax())
-        probs = 1.0 / (idx.shape[0] + self.gamma * (yhat[best] - yhat))
+        # 1 / (K + γ·(ŷ_b − ŷ)), in place (the same IEEE operations, fewer temporaries)
+        probs = yhat[best] - yhat
+        probs *= self.gamma
+        probs += idx.shape[0]
+        np.divide(1.0, probs, out=probs)
         probs[best] = 0.0
         probs[best] = 1.0 - probs.sum()
         return probs, yhat, best

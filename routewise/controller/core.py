@@ -65,13 +65,41 @@ DEFAULT_POLICY: tuple[str, dict[str, Any]] = ("squarecb", {"gamma_scale": 100.0,
 _log = structlog.get_logger("routewise")
 
 
+class _IdSource(threading.local):
+    """Per-thread pool of ``os.urandom`` randomness for :func:`_new_id`: one ``getrandom``
+    call per 256 ids instead of one per id. Thread-local (no lock, no shared index) and
+    dropped in a forked child (which must never reuse its parent's bytes)."""
+
+    def __init__(self) -> None:
+        self.pool = ""
+        self.pos = 0
+
+
+_ids = _IdSource()
+_ID_POOL_BYTES = 10 * 256
+
+
+def _reset_ids() -> None:
+    global _ids
+    _ids = _IdSource()
+
+
+os.register_at_fork(after_in_child=_reset_ids)
+
+
 def _new_id() -> str:
     """A UUIDv7-style id: 48-bit millisecond timestamp + 80 random bits, as 32 hex chars.
 
     Time-ordered ids keep the store's decision-id index append-mostly (random UUIDv4 keys
-    scatter B-tree page writes and cost ~30 µs per commit in WAL mode).
+    scatter B-tree page writes and cost ~30 µs per commit in WAL mode). The random bits are
+    ``os.urandom`` bytes, as before, read in batches.
     """
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    src = _ids
+    pos = src.pos
+    if pos == 0:
+        src.pool = os.urandom(_ID_POOL_BYTES).hex()
+    src.pos = (pos + 20) % (2 * _ID_POOL_BYTES)
+    return f"{time.time_ns() // 1_000_000:012x}{src.pool[pos : pos + 20]}"
 
 
 ArmLike = Arm | str | Mapping[str, Any]
@@ -876,7 +904,7 @@ class Controller:
 
     def _learn(self, p: _Pending, outcome: dict[str, Any] | None, reward: float, ts: float) -> None:
         """Apply one feedback to the learning state (live and during restart replay alike)."""
-        learner = self._learner(p)
+        learner = self._policy if p.exp is None else self._learner(p)
         if learner is not None:
             learner.add_arm(p.arm)
             learner.update(p.arm, p.x, reward)

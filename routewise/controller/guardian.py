@@ -523,7 +523,9 @@ class Guardian:
         With ``x`` the expected log-latency and validity are per request (linear models of
         the features), so checks compare like with like when the traffic mix an arm receives
         changes; without it they are per arm."""
-        h = self._h(arm)
+        h = self._health.get(arm)
+        if h is None:
+            h = self._h(arm)  # raises UnknownArm
         obs = Observation(valid, latency_ms, error, ts)
         xs = np.asarray(x, dtype=np.float64) if x is not None else _BIAS
         y = 1.0 if (valid and error is None) else 0.0
@@ -532,7 +534,7 @@ class Guardian:
         h.recent_errors.append(1 if is_err else 0)
         if len(h.recent_errors) > 64:
             del h.recent_errors[: len(h.recent_errors) - 64]
-        ll = _log_latency(latency_ms)
+        ll = math.log(max(latency_ms, 0.01))  # _log_latency, inlined
         h.n += 1
         if h.base_ready:
             if len(xs) != h.w.shape[1]:

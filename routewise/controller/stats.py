@@ -44,8 +44,11 @@ class LatencyHistogram:
         if value_ms <= _MIN_MS:
             b = 0
         else:
-            b = min(int(math.log(value_ms / _MIN_MS) / _LOG_RATIO) + 1, _N_BUCKETS - 1)
-        self._counts[b] = self._counts.get(b, 0) + 1
+            b = int(math.log(value_ms / _MIN_MS) / _LOG_RATIO) + 1
+            if b > _N_BUCKETS - 1:
+                b = _N_BUCKETS - 1
+        counts = self._counts
+        counts[b] = counts.get(b, 0) + 1
         self._n += 1
 
     @property
@@ -95,10 +98,10 @@ class ArmStats:
         if outcome is None:
             self.defaulted += 1
             return
-        if outcome.get("valid") and outcome.get("error") is None:
-            self.valid += 1
         if outcome.get("error") is not None:
             self.errors += 1
+        elif outcome.get("valid"):
+            self.valid += 1
         self.cost_sum += float(outcome["cost_usd"])
         self.latency.add(float(outcome["latency_ms"]))
 
