@@ -94,7 +94,7 @@ def main() -> int:
     args = ap.parse_args()
     models = [m for m in args.models.split(",") if m]
     ensure_local_models(models, install=args.install)
-    console = Console()
+    console = Console(width=200)
     results: dict[str, Any] = {}
     t0 = time.time()
     with local_backends(models, threads=2) as backends, Progress(console=console) as bar:
