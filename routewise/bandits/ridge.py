@@ -134,12 +134,14 @@ class RidgeArms:
         Scores every arm and then selects: fancy-indexing ``A_inv[idx]`` would copy K·d²
         floats per decision, which costs more than the products themselves at K ≈ 12.
         """
-        var = self._take((self.A_inv @ x) @ x, idx)
+        # (``.dot`` on 2-D/1-D operands is the same BLAS gemv/dot call as ``@``, with
+        # less dispatch overhead; the 3-D product stays a matmul)
+        var = self._take((self.A_inv @ x).dot(x), idx)
         np.maximum(var, 0.0, out=var)
-        return self._take(self.theta @ x, idx), np.sqrt(var, out=var)
+        return self._take(self.theta.dot(x), idx), np.sqrt(var, out=var)
 
     def mean(self, x: FloatArray, idx: npt.NDArray[np.intp]) -> FloatArray:
-        return self._take(self.theta @ x, idx)
+        return self._take(self.theta.dot(x), idx)
 
     def _take(self, v: FloatArray, idx: npt.NDArray[np.intp]) -> FloatArray:
         """``v[idx]`` for a fresh per-arm vector ``v``; when ``idx`` is every arm in order
@@ -170,8 +172,8 @@ class RidgeArms:
             self._refresh(k)
         else:
             Ai = self.A_inv[k]
-            Ax = Ai @ x
-            denom = 1.0 + x @ Ax
+            Ax = Ai.dot(x)
+            denom = 1.0 + float(x.dot(Ax))
             _rank1(Ai, -1.0 / denom, Ax)
             _rank1(self.A[k], 1.0, x)
             b = self.b[k]
@@ -182,7 +184,7 @@ class RidgeArms:
             if u % _REFRESH_EVERY == 0:
                 self._refresh(k)
             else:
-                np.matmul(Ai, b, out=self.theta[k])
+                Ai.dot(b, out=self.theta[k])
 
     def _refresh(self, k: int) -> None:
         factor = cho_factor(self.A[k], lower=True, check_finite=False)

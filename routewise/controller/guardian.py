@@ -153,7 +153,9 @@ class ArmHealth:
     lat_margin: float = 0.0
     val_margin: float = 0.0
     fit_n: float = 0.0  # observations behind the warm-up fit
-    lag: list[list[Any]] = field(default_factory=list)  # [features, log-latency|None, valid]
+    # (features, log-latency | None, valid); tuples of numbers and an array, which the garbage
+    # collector stops tracking, so a long lag does not feed full collections
+    lag: list[tuple[Any, float | None, float]] = field(default_factory=list)
     # error-free observations collected for the warm-up fit (kept in `lag` until then)
     warm_n: int = 0
     # recent (fast EWMA) estimates
@@ -206,7 +208,7 @@ class ArmHealth:
         lag = s["lag"]
         xs = unpack_array(lag["x"])
         h.lag = [
-            [xs[i, :n].copy(), ll, y]
+            (xs[i, :n].copy(), ll, y)
             for i, (n, ll, y) in enumerate(zip(lag["len"], lag["ll"], lag["y"], strict=True))
         ]
         return h
@@ -541,13 +543,13 @@ class Guardian:
                 xs = _fit_to(h, xs)
             # (plain floats from here on: the same IEEE operations as on numpy scalars,
             # without their per-operation overhead)
-            exp_loglat, exp_valid = (h.w @ xs).tolist()
+            exp_loglat, exp_valid = h.w.dot(xs).tolist()  # .dot: same gemv as @, cheaper
             h.exp_loglat = exp_loglat
             h.exp_valid = min(max(exp_valid, 0.01), 0.999)
             kc = h.w_cov.shape[0]
             xc = xs if len(xs) == kc else xs[:kc]
             # leverage of this request, shrinking as the models keep learning after the fit
-            q = float(xc @ (h.w_cov @ xc)) * h.fit_n / max(h.base_n, h.fit_n, 1.0)
+            q = float(xc.dot(h.w_cov.dot(xc))) * h.fit_n / max(h.base_n, h.fit_n, 1.0)
             h.lat_margin = math.sqrt(max(h.base_loglat_var * q, 0.0))
             h.val_margin = math.sqrt(max(h.exp_valid * (1.0 - h.exp_valid), 1e-4) * q)
             a = self.fast_alpha
@@ -562,7 +564,7 @@ class Guardian:
 
         if not h.base_ready:
             # warm-up: collect, then fit both models by least squares on the batch
-            h.lag.append([xs, None if is_err else ll, y])
+            h.lag.append((xs, None if is_err else ll, y))
             h.warm_n += 0 if is_err else 1
             # enough data for the context models: at least 10 observations per feature
             if h.warm_n >= max(self.min_samples, 10 * len(xs)):
@@ -580,15 +582,15 @@ class Guardian:
         # detected before it can leak into the baseline (and there is no selection bias: every
         # observation of a healthy arm eventually counts). Step 1/n while the baseline is young,
         # then slow exponential tracking (normalized LMS on the context models).
-        h.lag.append([xs, None if is_err else ll, y])
+        h.lag.append((xs, None if is_err else ll, y))
         if len(h.lag) > self.baseline_lag:
             old_x, old_ll, old_y = h.lag.pop(0)
             if len(old_x) != h.w.shape[1]:
                 old_x = _fit_to(h, old_x)
             h.base_n = min(h.base_n + 1.0, 1.0 / self.slow_alpha)
             step = 1.0 / h.base_n
-            norm = float(old_x @ old_x) or 1.0
-            pred_ll, pred_v = (h.w @ old_x).tolist()
+            norm = float(old_x.dot(old_x)) or 1.0
+            pred_ll, pred_v = h.w.dot(old_x).tolist()
             err = (old_ll if old_ll is not None else pred_ll) - pred_ll
             err_v = old_y - pred_v
             # w += outer(c·[err, err_v], x), written without np.outer's temporaries; every
