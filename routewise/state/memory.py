@@ -56,7 +56,13 @@ class MemoryStore:
     def log_decision(self, rec: DecisionRecord) -> None:
         did = rec.decision_id
         self._decisions[did] = (
-            did, rec.seq, rec.ts, rec.arm, rec.propensity, rec.features, rec.policy
+            did,
+            rec.seq,
+            rec.ts,
+            rec.arm,
+            rec.propensity,
+            rec.features,
+            rec.policy,
         )
         # keep our own copy of the caller's context (SQLite serializes it on the spot)
         self._contexts[did] = dict(rec.context)
