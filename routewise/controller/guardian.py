@@ -613,11 +613,18 @@ class Guardian:
         ll = np.array([r[1] if r[1] is not None else 0.0 for r in h.lag], dtype=np.float64)
         reg = 1.0 * np.eye(d)
         reg[0, 0] = 1e-6  # do not shrink the intercept
-        Xl = X[ok]
-        w_lat = np.linalg.solve(Xl.T @ Xl + reg, Xl.T @ ll[ok])
-        w_val = np.linalg.solve(X.T @ X + reg, X.T @ yv)
-        h.w_cov = np.linalg.inv(X.T @ X + reg)
-        resid = ll[ok] - Xl @ w_lat
+        # one Gram matrix for both models when no observation is an error (the same product
+        # on the same data: the same bits), so the large BLAS calls happen once, not thrice
+        gram = X.T @ X + reg
+        if ok.all():
+            Xl, ll_ok, gram_l = X, ll, gram
+        else:
+            Xl, ll_ok = X[ok], ll[ok]
+            gram_l = Xl.T @ Xl + reg
+        w_lat = np.linalg.solve(gram_l, Xl.T @ ll_ok)
+        w_val = np.linalg.solve(gram, X.T @ yv)
+        h.w_cov = np.linalg.inv(gram)
+        resid = ll_ok - Xl @ w_lat
         h.w = np.vstack([w_lat, w_val])
         h.base_loglat_var = float(resid @ resid / max(len(resid) - 1, 1))
         h.base_valid = float((yv.sum() + 0.5) / (len(yv) + 1.0))  # Jeffreys-smoothed
