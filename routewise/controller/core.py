@@ -754,8 +754,23 @@ class Controller:
                 sel.explored,
                 sel.method,
             )
-        self._record(g.tick(now))
         requested = eligible if eligible is not None else self._arm_ids
+        if g.quiet:  # tick and split would change nothing: serve every requested arm
+            if len(requested) == len(self._arm_ids):
+                names, sel = self._arm_ids, policy.select(x, all_arg)
+            else:
+                names = list(requested)
+                sel = policy.select(x, names)
+            return (
+                sel.arm,
+                sel.propensity,
+                names,
+                sel.probabilities,
+                sel.scores,
+                sel.explored,
+                sel.method,
+            )
+        self._record(g.tick(now))
         pinned = g.pinned
         if pinned is not None and pinned in requested:
             mean, _ = policy.estimate(x, [pinned])

@@ -466,6 +466,14 @@ class Guardian:
     def pinned(self) -> str | None:
         return self._pinned
 
+    @property
+    def quiet(self) -> bool:
+        """Every arm healthy and none pinned: :meth:`tick` has nothing to move and
+        :meth:`split` serves every requested arm (the controller's fast path)."""
+        if self._n_out < 0:
+            self._count_out()
+        return self._n_out == 0 and self._pinned is None
+
     # ------------------------------------------------------------- routing
     def _count_out(self) -> None:
         # arms not healthy; the hot paths (tick, split) skip all work while this is 0
