@@ -487,14 +487,20 @@ class Featurizer:
             tv = type(value)
 
             if type(rec) is _Num:
-                if tv is float and rec.transform == 0:
+                transform = rec.transform
+                if tv is float and transform == 0:
                     x = value
                     if x - x != 0.0:
                         raise InvalidContext(key, f"must be finite, got {x!r}")
-                elif tv is int and rec.transform == 0 and -(2**53) <= value <= 2**53:
+                elif tv is int and transform == 0 and -(2**53) <= value <= 2**53:
                     x = float(value)
+                elif transform == 1 and (
+                    (tv is float and value > -1.0 and value - value == 0.0)
+                    or (tv is int and 0 <= value <= 2**53)
+                ):
+                    x = math.log1p(float(value))  # _number's log1p path, for a value in range
                 else:
-                    x = _number(key, value, rec, rec.transform)
+                    x = _number(key, value, rec, transform)
                 n, mean, m2 = rec.stats
                 if learn:
                     n += 1
