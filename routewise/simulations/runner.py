@@ -316,20 +316,26 @@ def run_policy(
                 params = seg.effects.apply(params)
                 draws = _realize_untracked(params, np.random.default_rng((seed, si, ci, 1)))
                 mu = expected_reward(params, reward)
-                picks = np.empty(n, dtype=np.int64)
+                # per-round results in lists, stored per chunk (numpy item stores are slower)
+                picks_l: list[int] = []
+                got_l: list[float] = []
+                latency_l: list[float] = []
                 for j in range(n):
                     now[0] = SIM_EPOCH + (lo + j) * dt
                     d = decide(contexts[j])
                     k = arm_index[d.arm.id]
                     out = draws.outcome(j, k)
-                    got[lo + j] = feedback(d.decision_id, out).reward
-                    picks[j] = k
-                    latency[lo + j] = out.latency_ms
+                    got_l.append(feedback(d.decision_id, out).reward)
+                    picks_l.append(k)
+                    latency_l.append(out.latency_ms)
                     if out.error is not None:
                         errors += 1
                     elif out.valid:
                         valid += 1
                     cost_sum += out.cost_usd
+                got[lo : lo + n] = got_l
+                latency[lo : lo + n] = latency_l
+                picks = np.array(picks_l, dtype=np.int64)
                 rows = np.arange(n)
                 best = mu.max(axis=1)
                 chosen[lo : lo + n] = picks
