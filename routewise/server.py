@@ -123,7 +123,7 @@ from routewise.errors import (
     UnknownDecision,
 )
 from routewise.reward import PRESETS, get_reward
-from routewise.types import Arm, Mode, Outcome, make_arms
+from routewise.types import MAX_COST_USD, MAX_LATENCY_MS, Arm, Mode, Outcome, make_arms
 
 if TYPE_CHECKING:
     from routewise.config import RoutewiseSettings
@@ -250,8 +250,8 @@ class OutcomeIn(_Model):
     """What happened when the arm served the request."""
 
     valid: bool = Field(description="The output parsed and validated against the schema.")
-    latency_ms: float = Field(ge=0)
-    cost_usd: float = Field(ge=0)
+    latency_ms: float = Field(ge=0, le=MAX_LATENCY_MS)
+    cost_usd: float = Field(ge=0, le=MAX_COST_USD)
     error: str | None = Field(
         default=None, max_length=256, description="Error category, if the call failed."
     )

@@ -152,9 +152,6 @@ def make_arms(
     return arms
 
 
-_INF = math.inf
-
-
 def _check_number(
     name: str, value: Any, *, allow_none: bool = False, upper: float | None = None
 ) -> None:
@@ -170,6 +167,12 @@ def _check_number(
         raise InvalidOutcome(name, f"must be >= 0, got {value!r}")
     if upper is not None and value > upper:
         raise InvalidOutcome(name, f"must be <= {upper}, got {value!r}")
+
+
+#: Upper bounds of a plausible outcome (about 11.6 days; a million dollars per request):
+#: anything larger is a unit or encoding bug, and sums of such values overflow to inf.
+MAX_LATENCY_MS = 1e9
+MAX_COST_USD = 1e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,10 +206,10 @@ class Outcome:
         # fast path for the common case (finite non-negative floats); anything else gets the
         # full check, which names the problem
         lat, cost, score = self.latency_ms, self.cost_usd, self.score
-        if not (type(lat) is float and 0.0 <= lat < _INF):
-            _check_number("latency_ms", lat)
-        if not (type(cost) is float and 0.0 <= cost < _INF):
-            _check_number("cost_usd", cost)
+        if not (type(lat) is float and 0.0 <= lat <= MAX_LATENCY_MS):
+            _check_number("latency_ms", lat, upper=MAX_LATENCY_MS)
+        if not (type(cost) is float and 0.0 <= cost <= MAX_COST_USD):
+            _check_number("cost_usd", cost, upper=MAX_COST_USD)
         if score is not None and not (type(score) is float and 0.0 <= score <= 1.0):
             _check_number("score", score, upper=1.0)
         if self.error is not None and not isinstance(self.error, str):

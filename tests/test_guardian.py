@@ -378,3 +378,23 @@ def test_traffic_mix_shift_is_not_a_degradation() -> None:
             x=[1.0, 1.0 if long else -1.0],
         )
     assert events and events[0].reason == "latency"
+
+
+def test_cap_reached_reports_each_error_burst_once() -> None:
+    """With the quarantine cap reached, a burst is reported once (and the evidence starts
+    over), not again on every following error."""
+    g = rw.Guardian()
+    g.add_arms(["a/direct_emit", "b/direct_emit"])
+    events = []
+    for i in range(5):
+        events += g.observe(
+            "a/direct_emit", valid=False, latency_ms=10.0, error="server_error", ts=float(i)
+        )
+    assert [e.to_state for e in events] == ["quarantined"]
+    capped = []
+    for i in range(12):
+        capped += g.observe(
+            "b/direct_emit", valid=False, latency_ms=10.0, error="timeout", ts=10.0 + i
+        )
+    assert [e.reason for e in capped] == ["error_burst:cap_reached"] * 2
+    assert all(e.to_state == "healthy" for e in capped)

@@ -256,3 +256,29 @@ def test_read_only_controller(tmp_path: Path) -> None:
     rw.Controller(store=db).close()  # the lock went with the writer
     with pytest.raises(rw.ConfigError):
         rw.Controller(store=tmp_path / "missing.db", read_only=True)
+
+
+def test_wal_stays_bounded_under_sustained_writes(tmp_path: Path) -> None:
+    """A busy writer never lets a passive checkpoint restart the WAL; the store's safety
+    valve (a TRUNCATE checkpoint once the WAL holds ``wal_limit_frames``) keeps it bounded."""
+
+    def run(limit: int) -> int:
+        path = tmp_path / f"wal-{limit}.db"
+        store = SQLiteStore(path, wal_limit_frames=limit, checkpoint_interval_s=0.005)
+        ctl = rw.Controller(["a:m/direct_emit", "b:m/direct_emit"], store=store, seed=0)
+        wal = Path(str(path) + "-wal")
+        biggest = 0
+        for i in range(1500):
+            d = ctl.decide({"n": float(i % 17), "lang": "en" if i % 2 else "zh"})
+            ctl.feedback(
+                d.decision_id, rw.Outcome(valid=True, latency_ms=100.0 + i % 7, cost_usd=0.0)
+            )
+            if i % 50 == 0:
+                biggest = max(biggest, wal.stat().st_size if wal.exists() else 0)
+        ctl.close()
+        store.close()
+        return biggest
+
+    unbounded, bounded = run(10**9), run(64)
+    assert bounded < 4 * 1024 * 1024, bounded
+    assert bounded * 3 < unbounded, (bounded, unbounded)

@@ -94,3 +94,14 @@ def test_outcome_dict_roundtrip(
     assert 0.0 <= o.correctness <= 1.0
     if error is not None:
         assert o.correctness == 0.0
+
+
+def test_outcome_rejects_implausibly_large_latency_and_cost() -> None:
+    """Values past the bounds are unit/encoding bugs whose sums overflow to inf."""
+    from routewise.types import MAX_COST_USD, MAX_LATENCY_MS
+
+    rw.Outcome(valid=True, latency_ms=MAX_LATENCY_MS, cost_usd=MAX_COST_USD)
+    with pytest.raises(rw.InvalidOutcome, match=r"outcome\.latency_ms: must be <= "):
+        rw.Outcome(valid=True, latency_ms=1.797693134862316e306, cost_usd=0.0)
+    with pytest.raises(rw.InvalidOutcome, match=r"outcome\.cost_usd: must be <= "):
+        rw.Outcome(valid=True, latency_ms=1.0, cost_usd=1e300)

@@ -237,7 +237,9 @@ class BackendConfig(BaseModel):
     def _check_name(cls, v: str) -> str:
         provider, sep, model = v.partition(":")
         if not sep or not model:
-            raise ValueError(f"{v!r} must be 'provider:model' (provider one of {', '.join(PROVIDERS)})")
+            raise ValueError(
+                f"{v!r} must be 'provider:model' (provider one of {', '.join(PROVIDERS)})"
+            )
         if provider not in PROVIDERS:
             raise ValueError(f"unknown provider {provider!r} (one of {', '.join(PROVIDERS)})")
         if "/" in v:

@@ -649,7 +649,11 @@ class Guardian:
     def _trip(self, arm: str, h: ArmHealth, trip: Trip, ts: float) -> list[GuardianEvent]:
         cap = max(1, math.floor(self.max_out_share * len(self._health)))
         if self._out_count() >= cap:
+            # start the evidence over (as a trip would), so one burst is reported once and
+            # not again on every following error
             h.cusum_lat = h.cusum_valid = 0.0
+            h.consecutive_errors = 0
+            h.recent_errors = []
             return [
                 GuardianEvent(
                     ts,

@@ -144,6 +144,7 @@ class SQLiteStore:
         synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL",
         keep_snapshots: int = 3,
         checkpoint_interval_s: float = 0.25,
+        wal_limit_frames: int = 16384,
         read_only: bool = False,
     ) -> None:
         if durability not in ("always", "feedback", "batch"):
@@ -159,7 +160,10 @@ class SQLiteStore:
         self.batch_size = batch_size
         self.synchronous = synchronous
         self.keep_snapshots = keep_snapshots
+        if wal_limit_frames < 1:
+            raise ConfigError("wal_limit_frames", f"must be >= 1, got {wal_limit_frames!r}")
         self.checkpoint_interval_s = checkpoint_interval_s
+        self.wal_limit_frames = wal_limit_frames
         self.read_only = read_only
         self._lockfile: Any = None
         if self.path != ":memory:":
@@ -253,13 +257,28 @@ class SQLiteStore:
     def _checkpoint_loop(self) -> None:
         """Copy the WAL back into the database every ``checkpoint_interval_s`` (PASSIVE: never
         blocks the writer). Keeps checkpoint fsyncs off the decide/feedback path; the writer's
-        commits only append to the WAL, which is what makes them survive ``kill -9``."""
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        commits only append to the WAL, which is what makes them survive ``kill -9``.
+
+        Under sustained load a passive checkpoint never finds the WAL fully copied at the
+        moment the writer starts a transaction, so the WAL would never restart and would grow
+        without bound. Once it holds ``wal_limit_frames`` frames (~64 MB with 4 KiB pages),
+        the checkpointer pauses the writer (the store lock) for one TRUNCATE checkpoint: a
+        short stall every ~64 MB of log in exchange for a bounded file."""
+        # a short busy timeout bounds the stall if a reader (another process) holds an old
+        # snapshot: the TRUNCATE gives up and is retried next round
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=0.1
+        )
         try:
             while not self._stop.wait(self.checkpoint_interval_s):
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error:  # busy/locked: retry next round
+                    row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if row is not None and row[1] >= self.wal_limit_frames:
+                        with self._lock:
+                            if self._closed:
+                                break
+                            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                except sqlite3.Error:  # busy/locked (e.g. a reader): retry next round
                     continue
         finally:
             conn.close()
@@ -534,8 +553,11 @@ class SQLiteStore:
                 self._commit()
             self._closed = True
             self._stop.set()
+        # joined outside the lock: the checkpointer may be waiting for it (its WAL valve)
+        if self._checkpointer is not None:
+            self._checkpointer.join()
+        with self._lock:
             if self._checkpointer is not None:
-                self._checkpointer.join()
                 # may fail if another process is reading; the WAL is checkpointed later
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
