@@ -18,19 +18,16 @@ from routewise.backends.modes.tree import (
     ListNode,
     ObjectNode,
     OptionalNode,
-    ScalarNode,
     SchemaNode,
     example_plain,
     to_plain,
-    unwrap_optional,
+    type_text,
 )
 from routewise.types import Mode
 
 __all__ = ["DirectEmit", "strict_json_schema"]
 
 _JSON_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
-_TYPE_TEXT = {"str": "string", "int": "integer", "float": "number", "bool": "true or false"}
-_PLURAL = {"str": "strings", "int": "integers", "float": "numbers", "bool": "true/false values"}
 
 
 class DirectEmit(OutputCodec[M]):
@@ -164,22 +161,9 @@ def _keyed(node: SchemaNode, plain: Any) -> Any:
 
 
 def _type_text(node: SchemaNode) -> str:
-    if isinstance(node, OptionalNode):
-        return f"{_type_text(node.inner)} or null"
-    if isinstance(node, ChoiceNode):
-        return "one of " + ", ".join(json.dumps(v, ensure_ascii=False) for v in node.values)
-    if isinstance(node, ListNode):
-        item = unwrap_optional(node.item)
-        if isinstance(item, ScalarNode):
-            text = _PLURAL[item.kind]
-        elif isinstance(item, ObjectNode):
-            text = "objects"
-        else:
-            text = f"items, each {_type_text(item)}"
-        return "list of " + text + (" (or null)" if isinstance(node.item, OptionalNode) else "")
-    if isinstance(node, ObjectNode):
-        return "object"
-    return _TYPE_TEXT[node.kind]
+    return type_text(
+        node, lambda c: "one of " + ", ".join(json.dumps(v, ensure_ascii=False) for v in c.values)
+    )
 
 
 def _describe(node: ObjectNode, indent: str) -> list[str]:

@@ -20,18 +20,15 @@ from routewise.backends.modes.tree import (
     ListNode,
     ObjectNode,
     OptionalNode,
-    ScalarNode,
     SchemaNode,
     example_plain,
     to_plain,
+    type_text,
     unwrap_optional,
 )
 from routewise.types import Mode
 
 __all__ = ["TransportCompressed", "short_key"]
-
-_TYPE_TEXT = {"str": "string", "int": "integer", "float": "number", "bool": "true or false"}
-_PLURAL = {"str": "strings", "int": "integers", "float": "numbers", "bool": "true/false values"}
 
 
 def short_key(i: int) -> str:
@@ -192,22 +189,7 @@ def _choice_table(node: ChoiceNode) -> str:
 
 
 def _type_text(node: SchemaNode) -> str:
-    if isinstance(node, OptionalNode):
-        return f"{_type_text(node.inner)} or null"
-    if isinstance(node, ChoiceNode):
-        return f"option number ({_choice_table(node)})"
-    if isinstance(node, ListNode):
-        item = unwrap_optional(node.item)
-        if isinstance(item, ScalarNode):
-            text = _PLURAL[item.kind]
-        elif isinstance(item, ObjectNode):
-            text = "objects"
-        else:
-            text = f"items, each {_type_text(item)}"
-        return "list of " + text + (" (or null)" if isinstance(node.item, OptionalNode) else "")
-    if isinstance(node, ObjectNode):
-        return "object"
-    return _TYPE_TEXT[node.kind]
+    return type_text(node, lambda c: f"option number ({_choice_table(c)})")
 
 
 def _describe(node: ObjectNode, indent: str) -> list[str]:

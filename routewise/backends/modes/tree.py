@@ -62,6 +62,7 @@ __all__ = [
     "is_omittable",
     "is_omitted",
     "to_plain",
+    "type_text",
     "unwrap_optional",
 ]
 
@@ -236,6 +237,38 @@ def unwrap_optional(node: SchemaNode) -> SchemaNode:
     while isinstance(node, OptionalNode):
         node = node.inner
     return node
+
+
+_TYPE_TEXT = {"str": "string", "int": "integer", "float": "number", "bool": "true or false"}
+_PLURAL = {"str": "strings", "int": "integers", "float": "numbers", "bool": "true/false values"}
+
+
+def type_text(node: SchemaNode, choice: Callable[[ChoiceNode], str]) -> str:
+    """How instructions describe a JSON value of ``node``'s type; ``choice`` renders an
+    enum (the JSON modes differ only there: labels vs option numbers).
+
+    Examples
+    --------
+    >>> type_text(ListNode(OptionalNode(ScalarNode("int"))), lambda c: "")
+    'list of integers (or null)'
+    """
+    if isinstance(node, OptionalNode):
+        return f"{type_text(node.inner, choice)} or null"
+    if isinstance(node, ChoiceNode):
+        return choice(node)
+    if isinstance(node, ListNode):
+        item = unwrap_optional(node.item)
+        if isinstance(item, ScalarNode):
+            text = _PLURAL[item.kind]
+        elif isinstance(item, ObjectNode):
+            text = "objects"
+        else:
+            text = f"items, each {type_text(item, choice)}"
+        return "list of " + text + (" (or null)" if isinstance(node.item, OptionalNode) else "")
+    if isinstance(node, ObjectNode):
+        return "object"
+    assert isinstance(node, ScalarNode)
+    return _TYPE_TEXT[node.kind]
 
 
 def to_plain(node: SchemaNode, value: Any) -> Any:
