@@ -9,6 +9,7 @@ refusals, truncation) escapes :meth:`Router.complete` — each becomes an
 """
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
@@ -30,6 +31,13 @@ from routewise.backends.base import (
     Usage,
 )
 from routewise.backends.modes import OutputCodec, get_codec
+from routewise.backends.modes.tree import (
+    ListNode,
+    ObjectNode,
+    OptionalNode,
+    SchemaNode,
+    compile_schema,
+)
 from routewise.backends.pricing import prices_for
 from routewise.backends.providers import Provider, make_provider
 from routewise.controller.core import Controller, Decision
@@ -135,36 +143,26 @@ def schema_context(
     }
 
 
+@functools.lru_cache(maxsize=256)
 def _shape(schema: type[BaseModel]) -> tuple[int, int]:
-    """(leaf fields, object nesting depth) of a model, from its JSON schema."""
-    js = schema.model_json_schema()
-    defs: dict[str, Any] = js.get("$defs", {})
+    """(leaf fields, object nesting depth) of a model, from the codecs' compiled schema tree
+    (compiled once per schema, not per request)."""
 
-    def walk(node: Any, depth: int, seen: frozenset[str]) -> tuple[int, int]:
-        if not isinstance(node, dict):
-            return 1, depth
-        ref = node.get("$ref")
-        if isinstance(ref, str):
-            name = ref.rsplit("/", 1)[-1]
-            if name in seen:
-                return 1, depth
-            return walk(defs.get(name, {}), depth, seen | {name})
-        for key in ("anyOf", "oneOf", "allOf"):
-            if key in node:
-                subs = [walk(n, depth, seen) for n in node[key] if n.get("type") != "null"]
-                return max(subs, default=(1, depth))
-        if node.get("type") == "array" and "items" in node:
-            return walk(node["items"], depth, seen)
-        if "properties" in node:
+    def walk(node: SchemaNode, depth: int) -> tuple[int, int]:
+        if isinstance(node, OptionalNode):
+            return walk(node.inner, depth)
+        if isinstance(node, ListNode):
+            return walk(node.item, depth)
+        if isinstance(node, ObjectNode):
             leaves, deepest = 0, depth + 1
-            for sub in node["properties"].values():
-                n, d = walk(sub, depth + 1, seen)
+            for f in node.fields:
+                n, d = walk(f.node, depth + 1)
                 leaves += n
                 deepest = max(deepest, d)
             return leaves, deepest
         return 1, depth
 
-    return walk(js, 0, frozenset())
+    return walk(compile_schema(schema), 0)
 
 
 def _check_messages(messages: Any) -> list[dict[str, str]]:
