@@ -20,7 +20,7 @@ import numpy as np
 import structlog
 from pydantic import ValidationError
 
-from routewise.bandits.base import FloatArray, Policy, make_policy
+from routewise.bandits.base import FloatArray, Policy, Selection, make_policy
 from routewise.controller.experiments import (
     ComparisonHistory,
     ExperimentReport,
@@ -226,6 +226,13 @@ def _open_store(store: Store | str | Path | None, durability: Durability, read_o
     if isinstance(store, Store):
         return store
     raise ConfigError("store", f"expected None, a path or a Store, got {type(store).__name__}")
+
+
+def _served(
+    sel: Selection, names: list[str]
+) -> tuple[str, float, list[str], FloatArray, FloatArray, bool, str]:
+    """``Controller._choose``'s answer for a plain policy draw over ``names``."""
+    return sel.arm, sel.propensity, names, sel.probabilities, sel.scores, sel.explored, sel.method
 
 
 class Controller:
@@ -745,15 +752,7 @@ class Controller:
         if g is None:
             sel = policy.select(x, eligible if eligible is not None else all_arg)
             names = eligible if eligible is not None else self._arm_ids
-            return (
-                sel.arm,
-                sel.propensity,
-                names,
-                sel.probabilities,
-                sel.scores,
-                sel.explored,
-                sel.method,
-            )
+            return _served(sel, names)
         requested = eligible if eligible is not None else self._arm_ids
         if g.quiet:  # tick and split would change nothing: serve every requested arm
             if len(requested) == len(self._arm_ids):
@@ -761,15 +760,7 @@ class Controller:
             else:
                 names = list(requested)
                 sel = policy.select(x, names)
-            return (
-                sel.arm,
-                sel.propensity,
-                names,
-                sel.probabilities,
-                sel.scores,
-                sel.explored,
-                sel.method,
-            )
+            return _served(sel, names)
         self._record(g.tick(now))
         pinned = g.pinned
         if pinned is not None and pinned in requested:
@@ -781,15 +772,7 @@ class Controller:
         names = self._arm_ids if full else serving
         if not probing:
             sel = policy.select(x, serve_arg)
-            return (
-                sel.arm,
-                sel.propensity,
-                names,
-                sel.probabilities,
-                sel.scores,
-                sel.explored,
-                sel.method,
-            )
+            return _served(sel, names)
         share = g.probe_share
         if self._rng.random() < share:
             probs_p, scores_p, _ = policy.distribution(x, serve_arg)
