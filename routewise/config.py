@@ -77,7 +77,7 @@ class RoutewiseSettings(BaseSettings):
     reward_wait_s: float | None = Field(default=None, gt=0)
     late_feedback: Literal["reject", "accept"] = "reject"
     default_reward: float | None = Field(default=None, ge=0, le=1)
-    snapshot_every: int = Field(default=1000, ge=1)
+    snapshot_every: int = Field(default=10_000, ge=1)
     durability: Literal["always", "feedback", "batch"] = "feedback"
     # sidecar
     host: str = "127.0.0.1"

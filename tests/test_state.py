@@ -110,12 +110,20 @@ def test_restart_without_close_keeps_every_acknowledged_feedback(tmp_path: Path)
     proc.stdout.close()
     acked = [json.loads(line) for line in out.read_text().splitlines() if line.endswith("}")]
     assert len(acked) > 300
+    # Before any writer reopens it, a read-only store already sees every acknowledged
+    # feedback: those the process had not yet copied to the tables are in the acklog.
+    ro = SQLiteStore(db, read_only=True)
+    for a in acked:
+        prior = ro.get_feedback(a["id"])
+        assert prior is not None and prior.reward == a["reward"]
+    ro.close()
+    ctl = rw.Controller(store=db)  # a writer copies the acklog rows into the tables
     conn = sqlite3.connect(db)
     stored = dict(conn.execute("SELECT decision_id, reward FROM feedback").fetchall())
     conn.close()
     for a in acked:
         assert stored[a["id"]] == a["reward"]
-    ctl = rw.Controller(store=db)
+    assert Path(str(db) + ".acklog").stat().st_size == 0
     last = acked[-1]
     assert len(stored) in (len(acked), len(acked) + 1)  # +1: killed between commit and ack line
     if len(stored) == len(acked):
@@ -264,7 +272,10 @@ def test_wal_stays_bounded_under_sustained_writes(tmp_path: Path) -> None:
 
     def run(limit: int) -> int:
         path = tmp_path / f"wal-{limit}.db"
-        store = SQLiteStore(path, wal_limit_frames=limit, checkpoint_interval_s=0.005)
+        # a commit per record (durability="always") is the heaviest WAL traffic there is
+        store = SQLiteStore(
+            path, durability="always", wal_limit_frames=limit, checkpoint_interval_s=0.005
+        )
         ctl = rw.Controller(["a:m/direct_emit", "b:m/direct_emit"], store=store, seed=0)
         wal = Path(str(path) + "-wal")
         biggest = 0
@@ -282,3 +293,147 @@ def test_wal_stays_bounded_under_sustained_writes(tmp_path: Path) -> None:
     unbounded, bounded = run(10**9), run(64)
     assert bounded < 4 * 1024 * 1024, bounded
     assert bounded * 3 < unbounded, (bounded, unbounded)
+
+
+def _crash_image(src: Path, dst: Path) -> None:
+    """Copy a live writer's files (database, WAL, acklog) as a crash would leave them."""
+    for suffix in ("", "-wal", ".acklog"):
+        f = Path(str(src) + suffix)
+        if f.exists():
+            Path(str(dst) + suffix).write_bytes(f.read_bytes())
+
+
+def test_acklog_recovery_skips_a_torn_last_line(tmp_path: Path) -> None:
+    """A writer that dies mid-``write`` leaves a torn last line: it was never acknowledged, so
+    the next open copies every intact line into the tables, skips that one and says so."""
+    from structlog.testing import capture_logs
+
+    db = tmp_path / "live.db"
+    store = SQLiteStore(db, batch_size=10**6, checkpoint_interval_s=3600)
+    ctl = rw.Controller(arms=ARMS, store=store, seed=3)
+    rewards = {}
+    for i in range(40):
+        d = ctl.decide({"task": ["qa", "extraction"][i % 2], "n": i})
+        rewards[d.decision_id] = ctl.feedback(
+            d.decision_id, rw.Outcome(valid=i % 3 != 0, latency_ms=50.0 + i, cost_usd=0.0)
+        ).reward
+    pending = ctl.decide({"task": "qa", "n": 99})  # logged, no feedback: not yet durable
+    crashed = tmp_path / "crashed.db"
+    _crash_image(db, crashed)
+    ctl.close()
+    acklog = Path(str(crashed) + ".acklog")
+    data = acklog.read_bytes()
+    assert data.count(b"\n") == 40  # one line per acknowledged feedback, none in the tables yet
+    acklog.write_bytes(data[:-7])  # the last write was cut short
+    last = list(rewards)[-1]
+
+    ro = SQLiteStore(crashed, read_only=True)
+    assert ro.get_feedback(last) is None
+    assert ro.get_decision(pending.decision_id) is None
+    for did, r in list(rewards.items())[:-1]:
+        got = ro.get_feedback(did)
+        assert got is not None and got.reward == r
+    assert [k for k, _ in ro.events_since(0)].count("feedback") == 39
+    assert len(list(ro.iter_trace())) == 39  # the torn line held the 40th decision too
+    ro.close()
+
+    with capture_logs() as logs:
+        again = rw.Controller(store=crashed)
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["acklog.torn_lines"]
+    assert again.status().feedbacks == 39
+    again.close()
+    conn = sqlite3.connect(crashed)
+    stored = dict(conn.execute("SELECT decision_id, reward FROM feedback").fetchall())
+    conn.close()
+    assert stored == dict(list(rewards.items())[:-1])
+    assert not acklog.exists()  # a clean close leaves no acklog
+
+
+def test_acklog_recovery_ignores_rows_the_tables_already_hold(tmp_path: Path) -> None:
+    """Killed between a table commit and emptying the acklog: its rows are not added twice."""
+    db = tmp_path / "live.db"
+    store = SQLiteStore(db, batch_size=10**6, checkpoint_interval_s=3600)
+    ctl = rw.Controller(arms=ARMS, store=store, seed=4)
+    traffic(ctl, 30, feedback_share=1.0)
+    acked = Path(str(db) + ".acklog").read_bytes()
+    store.flush()  # rows in the tables, acklog emptied
+    assert Path(str(db) + ".acklog").stat().st_size == 0
+    traffic(ctl, 5, seed=1, feedback_share=1.0)
+    crashed = tmp_path / "crashed.db"
+    _crash_image(db, crashed)
+    expected = scores(ctl)
+    ctl.close()
+    with Path(str(crashed) + ".acklog").open("r+b") as fh:  # the old lines, as if never emptied
+        tail = fh.read()
+        fh.seek(0)
+        fh.write(acked + tail)
+    again = rw.Controller(store=crashed)
+    assert again.status().feedbacks == 35
+    assert scores(again) == expected
+    again.close()
+
+
+def test_acklog_write_failure_writes_nothing_and_learns_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    store = SQLiteStore(db, batch_size=10**6, checkpoint_interval_s=3600)
+    ctl = rw.Controller(arms=ARMS, store=store, seed=5)
+    traffic(ctl, 20, feedback_share=1.0)
+    size = Path(str(db) + ".acklog").stat().st_size
+    d = ctl.decide({"task": "qa"})
+    before = scores(ctl)
+    good_fd = store._ack_fd
+    full = os.open("/dev/full", os.O_WRONLY)  # every write fails with ENOSPC
+    store._ack_fd = full
+    try:
+        with pytest.raises(rw.StateError, match="nothing was written"):
+            ctl.feedback(d.decision_id, rw.Outcome(valid=True, latency_ms=10.0, cost_usd=0.0))
+    finally:
+        store._ack_fd = good_fd
+        os.close(full)
+    assert scores(ctl) == before
+    assert Path(str(db) + ".acklog").stat().st_size == size
+    r = ctl.feedback(d.decision_id, rw.Outcome(valid=True, latency_ms=10.0, cost_usd=0.0))
+    assert not r.duplicate
+    assert ctl.status().feedbacks == 21
+    ctl.close()
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    context=st.dictionaries(st.text(min_size=1, max_size=10), json_scalars, max_size=6),
+    arm=st.sampled_from(
+        ["a:b/direct_emit", "ü:\n\"x'/local_reconstructed", "c:d/transport_compressed"]
+    ),
+    extra=st.dictionaries(st.sampled_from(["request_id", "unit_id"]), st.text(max_size=8)),
+    reward_spec=st.one_of(st.none(), st.fixed_dictionaries({"name": st.text(max_size=8)})),
+    outcome=st.one_of(
+        st.none(),
+        st.fixed_dictionaries(
+            {"valid": st.booleans(), "latency_ms": st.floats(0, 1e6), "error": st.text(max_size=6)}
+        ),
+    ),
+    reward=st.floats(min_value=0.0, max_value=1.0),
+)
+def test_acklog_rows_read_back_exactly(context, arm, extra, reward_spec, outcome, reward) -> None:  # type: ignore[no-untyped-def]
+    """What a read-only store reads from the acklog equals what the writer logged."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.db"
+        store = SQLiteStore(path, batch_size=10**6, checkpoint_interval_s=3600)
+        d = DecisionRecord(
+            "d1", 1, 1.25, context, arm, 0.5, [0.1, -2.0, 1e-300], "squarecb",
+            reward_spec=reward_spec, eligible=[arm, "x:y/direct_emit"], extra=extra,
+        )  # fmt: skip
+        f = FeedbackRecord("d1", 2, 2.5, outcome, reward, defaulted=outcome is None)
+        store.log_decision(d)
+        store.log_feedback(f)
+        ro = SQLiteStore(path, read_only=True)
+        assert ro.get_decision("d1") == d
+        assert ro.get_feedback("d1") == f
+        assert list(ro.events_since(0)) == [("decision", d), ("feedback", f)]
+        assert ro.max_seq() == 2
+        ro.close()
+        store.close()

@@ -267,7 +267,8 @@ class Controller:
         When set (with ``reward_wait_s``), a decision with no feedback within the wait time is
         learned with this reward, as Personalizer's default reward.
     snapshot_every
-        Snapshot the learned state every this many feedbacks (restart replays the rest).
+        Snapshot the learned state every this many feedbacks (restart replays the rest; a
+        snapshot at K=12, d=50 is ~2 MB, and replaying 10,000 feedbacks takes ~0.4 s).
     durability
         For SQLite stores: ``"feedback"`` (default), ``"always"`` or ``"batch"``; see
         :class:`~routewise.state.SQLiteStore`.
@@ -313,7 +314,7 @@ class Controller:
         reward_wait_s: float | None = None,
         late_feedback: Literal["reject", "accept"] = "reject",
         default_reward: float | None = None,
-        snapshot_every: int = 1000,
+        snapshot_every: int = 10_000,
         durability: Durability = "feedback",
         clock: Callable[[], float] = time.time,
         log_decisions: bool = False,
