@@ -14,7 +14,9 @@ Implementations timed per routewise policy (``--policies``):
                   computed before timing).
 * ``ctl-mem``   — ``Controller(store=None)``: ``decide(dict)`` + ``feedback(id, Outcome)``.
 * ``ctl-sqlite``— ``Controller(store=<temp file>.db)`` (SQLite logging on, default
-                  durability ``feedback``: every feedback commits, WAL + synchronous=NORMAL).
+                  durability ``feedback``: every feedback is durable before ``feedback()``
+                  returns — one checksummed line appended to ``<db>.acklog`` — and rows reach
+                  the SQLite tables, WAL + synchronous=NORMAL, in batches of 256 records).
 
 and once for the peers:
 

@@ -75,6 +75,7 @@ _DECISION_COLS = (
 
 # json.dumps(obj, separators=(",", ":")) without building an encoder per call (same output)
 _encode = json.JSONEncoder(separators=(",", ":")).encode
+_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 _q: Any = json.encoder.encode_basestring_ascii  # a str as a JSON string literal (C speed-up)
 
 
@@ -553,7 +554,7 @@ class SQLiteStore:
             while n < len(line):
                 n += os.write(self._ack_fd, line[n:])
             if self.synchronous == "FULL":
-                os.fdatasync(self._ack_fd)
+                _datasync(self._ack_fd)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._ack_fd, self._ack_size)
