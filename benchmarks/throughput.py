@@ -28,6 +28,12 @@ and once for the peers:
                   1×d numpy row (same vectors as ``bare``; it has no dict input). It is slow,
                   so it runs ``--mabwiser-pairs`` pairs (default ``--pairs``/10).
 
+With ``--breakdown`` it also times, per policy, ``featurize`` (the Controller's featurizer on
+the dict contexts alone, no policy), ``ctl-mem-noguard`` and ``ctl-sqlite-noguard`` (the
+Controller with ``guardian=False``), and prints where a pair's CPU time goes — policy,
+featurization, Controller bookkeeping, Guardian, SQLite logging — next to the per-pair budget
+that 2× VW's throughput leaves.
+
 Reported: decide p50/p99 (µs; for VW including text building and sampling), feedback p50/p99
 (µs), pairs/s = timed pairs ÷ wall time of the timed loop, after ``--warmup`` untimed pairs
 (which also learn), and process CPU µs per pair (``time.process_time_ns``; less sensitive to
@@ -320,6 +326,7 @@ def run_controller(
     pairs: int,
     seed: int,
     tick: Callable[[int], None],
+    guardian: bool = True,
 ) -> Timing:
     name, params = parse_policy_spec(policy)
     pol_arg: Any = name if name != "default" else None
@@ -332,6 +339,7 @@ def run_controller(
         store=store,
         seed=seed,
         durability=durability,
+        guardian=guardian,
     )
     index = {a: k for k, a in enumerate(wl.arm_ids)}
     ctxs, valid, lat, cost = wl.contexts, wl.valid, wl.latency, wl.cost
@@ -352,12 +360,31 @@ def run_controller(
         pname = ctl.policy.name
     finally:
         ctl.close()
-    impl = "ctl-sqlite" if store else "ctl-mem"
+    impl = ("ctl-sqlite" if store else "ctl-mem") + ("" if guardian else "-noguard")
     note = f"{pname}; reward={reward}" + (f"; durability={durability}" if store else "")
     if store:
         size = sum(p.stat().st_size for p in Path(store).parent.glob(Path(store).name + "*"))
         note += f"; db {size / 1e6:.1f} MB"
     return Timing(impl, policy, pairs, dim, dec, fb, wall, note, resolved=pname, cpu_ns=cpu)
+
+
+def run_featurize(
+    rw: Any, wl: Workload, warmup: int, pairs: int, seed: int, tick: Callable[[int], None]
+) -> Timing:
+    """The Controller's featurizer alone: ``transform(dict)`` per context (the "decide" half)."""
+    ctl = rw.Controller(arms=wl.arm_ids, store=None, seed=seed)
+    fz = ctl._featurizer
+    ctxs = wl.contexts
+    try:
+        dec, fb, wall, cpu = time_pairs(
+            lambda j: fz.transform(ctxs[j]), lambda j, h: None, warmup, pairs, tick
+        )
+        dim = int(fz.dim)
+    finally:
+        ctl.close()
+    return Timing(
+        "featurize", "-", pairs, dim, dec, fb, wall, "Featurizer.transform only", cpu_ns=cpu
+    )
 
 
 def run_vw(wl: Workload, warmup: int, pairs: int, seed: int, tick: Callable[[int], None]) -> Timing:
@@ -529,6 +556,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="JSON output path (None: benchmarks/out/throughput-<utc>.json)",
     )
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time featurize, ctl-mem-noguard and ctl-sqlite-noguard and print where a "
+        "pair's CPU time goes against the 2× VW budget",
+    )
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
 
@@ -540,7 +573,20 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=max(Console().width, 160))
     quiet_logs()
     impls = split_csv(args.impls)
-    known = ["bare", "ctl-mem", "ctl-sqlite", "vw", "mabwiser"]
+    if args.breakdown:
+        for extra in ("featurize", "ctl-mem-noguard", "ctl-sqlite-noguard", "vw"):
+            if extra not in impls:
+                impls.append(extra)
+    known = [
+        "bare",
+        "featurize",
+        "ctl-mem",
+        "ctl-mem-noguard",
+        "ctl-sqlite",
+        "ctl-sqlite-noguard",
+        "vw",
+        "mabwiser",
+    ]
     if bad := [i for i in impls if i not in known]:
         raise SystemExit(f"--impls: unknown {bad}; choose from {known}")
     if not 1 <= args.arms <= 12:
@@ -552,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     policies = split_csv(args.policies)
     mab_pairs = args.mabwiser_pairs or max(500, args.pairs // 10)
 
-    rw_needed = any(i in impls for i in ("bare", "ctl-mem", "ctl-sqlite", "mabwiser"))
+    rw_needed = any(i != "vw" for i in impls)
     try:
         rw = require_controller() if rw_needed else None
         if rw is not None:
@@ -560,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
             import routewise.bandits  # noqa: F401  (rw.bandits attribute)
     except MissingDependency as exc:
         raise SystemExit(f"error: {exc}") from None
-    explicit = args.impls != DEFAULT_IMPLS
+    explicit = args.impls != DEFAULT_IMPLS and not args.breakdown
     for impl, module in (("vw", "vowpalwabbit"), ("mabwiser", "mabwiser.mab")):
         if impl not in impls:
             continue
@@ -594,8 +640,14 @@ def main(argv: list[str] | None = None) -> int:
     X = featurize(rw, wl, args.seed) if rw is not None else np.zeros((0, 0))
 
     plan: list[tuple[str, str]] = []
+    if "featurize" in impls:
+        plan.append(("featurize", "-"))
     for p in policies:
-        plan += [(i, p) for i in ("bare", "ctl-mem", "ctl-sqlite") if i in impls]
+        plan += [
+            (i, p)
+            for i in ("bare", "ctl-mem-noguard", "ctl-mem", "ctl-sqlite-noguard", "ctl-sqlite")
+            if i in impls
+        ]
     if "vw" in impls:
         plan.append(("vw", "squarecb"))
     if "mabwiser" in impls:
@@ -619,12 +671,15 @@ def main(argv: list[str] | None = None) -> int:
         ctl_args = (args.reward, args.durability, args.warmup, args.pairs, args.seed, tick)
         if impl == "bare":
             return run_bare(rw, pol, wl, X, args.warmup, args.pairs, args.seed, tick)
-        if impl == "ctl-mem":
-            return run_controller(rw, pol, wl, None, *ctl_args)
-        if impl == "ctl-sqlite":
-            db = tmp / f"{pol}-{rep}.db"
+        if impl == "featurize":
+            return run_featurize(rw, wl, args.warmup, args.pairs, args.seed, tick)
+        guardian = not impl.endswith("-noguard")
+        if impl.startswith("ctl-mem"):
+            return run_controller(rw, pol, wl, None, *ctl_args, guardian=guardian)
+        if impl.startswith("ctl-sqlite"):
+            db = tmp / f"{pol}-{rep}-{impl}.db"
             try:
-                return run_controller(rw, pol, wl, str(db), *ctl_args)
+                return run_controller(rw, pol, wl, str(db), *ctl_args, guardian=guardian)
             finally:
                 for f in tmp.glob(db.name + "*"):
                     f.unlink()
@@ -672,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(col, justify="left" if col in ("impl", "policy") else "right")
     prev = None
     for r in rows:
-        if prev is not None and r["policy"] != prev:
+        if prev is not None and r["policy"] != prev and prev != "-":
             table.add_section()
         prev = r["policy"]
         table.add_row(
@@ -730,6 +785,35 @@ def main(argv: list[str] | None = None) -> int:
                 f"MABWiser LinUCB ÷ VW = {mab.pairs_per_s / vw_rate:.3f}× ({mab.pairs:,} pairs)"
             )
 
+    breakdown: dict[str, dict[str, float]] = {}
+    if args.breakdown and vw_rate:
+        cpu = {(t.impl, t.policy): t.cpu_ns / t.pairs / 1e3 for t in timings}
+        feat = cpu.get(("featurize", "-"), 0.0)
+        bt = Table(
+            title="where a pair's CPU time goes (µs per decide+feedback pair; differences "
+            "of the rows above)"
+        )
+        for col in ("policy", "policy alone", "featurize", "Controller bookkeeping",
+                    "Guardian", "SQLite logging", "full (SQLite)", "2× VW budget"):  # fmt: skip
+            bt.add_column(col, justify="left" if col == "policy" else "right")
+        budget = 1e6 / (2 * vw_rate)
+        for p in policies:
+            need = ("bare", "ctl-mem-noguard", "ctl-mem", "ctl-sqlite")
+            if not all((i, p) in cpu for i in need):
+                continue
+            parts = {
+                "policy": cpu[("bare", p)],
+                "featurize": feat,
+                "bookkeeping": cpu[("ctl-mem-noguard", p)] - cpu[("bare", p)] - feat,
+                "guardian": cpu[("ctl-mem", p)] - cpu[("ctl-mem-noguard", p)],
+                "sqlite": cpu[("ctl-sqlite", p)] - cpu[("ctl-mem", p)],
+                "full": cpu[("ctl-sqlite", p)],
+                "budget_2x_vw": budget,
+            }
+            breakdown[p] = parts
+            bt.add_row(p, *[f"{v:.1f}" for v in parts.values()])
+        console.print(bt)
+
     payload = {
         "benchmark": "throughput",
         "config": {
@@ -752,6 +836,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": rows,
         "all_runs": all_runs,
         "ratios_vs_vw": ratios,
+        "breakdown_cpu_us": breakdown,
         "environment": environment(),
     }
     console.print(
