@@ -349,6 +349,26 @@ def test_acklog_recovery_skips_a_torn_last_line(tmp_path: Path) -> None:
     assert not acklog.exists()  # a clean close leaves no acklog
 
 
+@pytest.mark.parametrize("durability", ["always", "batch"])
+def test_acklog_is_recovered_by_a_writer_in_another_durability_mode(
+    tmp_path: Path, durability: str
+) -> None:
+    db = tmp_path / "live.db"
+    ctl = rw.Controller(
+        arms=ARMS, store=SQLiteStore(db, batch_size=10**6, checkpoint_interval_s=3600), seed=6
+    )
+    traffic(ctl, 25, feedback_share=1.0)
+    crashed = tmp_path / "crashed.db"
+    _crash_image(db, crashed)
+    expected = scores(ctl)
+    ctl.close()
+    again = rw.Controller(store=SQLiteStore(crashed, durability=durability))  # type: ignore[arg-type]
+    assert again.status().feedbacks == 25
+    assert scores(again) == expected
+    assert not Path(str(crashed) + ".acklog").exists()
+    again.close()
+
+
 def test_acklog_recovery_ignores_rows_the_tables_already_hold(tmp_path: Path) -> None:
     """Killed between a table commit and emptying the acklog: its rows are not added twice."""
     db = tmp_path / "live.db"

@@ -362,8 +362,11 @@ class SQLiteStore:
             self._buf_decisions.extend(decisions)
             self._buf_feedback.extend(feedback)
             self._commit()
-            with open(self._ack_path, "r+b") as fh:
-                fh.truncate(0)
+            if self.durability == "feedback":
+                with open(self._ack_path, "r+b") as fh:
+                    fh.truncate(0)
+            else:  # this writer will not use it
+                os.unlink(self._ack_path)
             if decisions or feedback:
                 _log.info(
                     "acklog.recovered",
