@@ -457,3 +457,44 @@ def test_acklog_rows_read_back_exactly(context, arm, extra, reward_spec, outcome
         assert ro.max_seq() == 2
         ro.close()
         store.close()
+
+
+def test_acklog_under_concurrent_feedback_and_background_flushes(tmp_path: Path) -> None:
+    """Threads deciding and sending feedback while the background thread flushes to the
+    tables every millisecond: a crash image at any point holds every acknowledged feedback."""
+    import threading
+
+    db = tmp_path / "live.db"
+    store = SQLiteStore(db, batch_size=7, checkpoint_interval_s=0.001)
+    ctl = rw.Controller(arms=ARMS, store=store, seed=8)
+    acked: list[tuple[str, float]] = []
+    lock = threading.Lock()
+
+    def worker(w: int) -> None:
+        for i in range(150):
+            d = ctl.decide({"task": ["qa", "extraction"][(i + w) % 2], "n": i % 5})
+            r = ctl.feedback(
+                d.decision_id,
+                rw.Outcome(valid=(i + w) % 4 != 0, latency_ms=20.0 + i % 13, cost_usd=0.0),
+            )
+            with lock:
+                acked.append((d.decision_id, r.reward))
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    crashed = tmp_path / "crashed.db"
+    with store._lock:  # a consistent image: no write in flight
+        _crash_image(db, crashed)
+    expected = scores(ctl)
+    ctl.close()
+    again = rw.Controller(store=crashed)
+    assert again.status().feedbacks == 600
+    assert scores(again) == expected
+    again.close()
+    conn = sqlite3.connect(crashed)
+    stored = dict(conn.execute("SELECT decision_id, reward FROM feedback").fetchall())
+    conn.close()
+    assert stored == dict(acked)
