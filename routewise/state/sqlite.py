@@ -221,7 +221,21 @@ class SQLiteStore:
         Records per table commit in ``"batch"`` and ``"feedback"`` modes.
     synchronous
         SQLite ``synchronous`` pragma: ``"NORMAL"`` survives process kills, ``"FULL"`` also
-        survives power loss at the price of an fsync per commit.
+        survives power loss at the price of an fsync per commit (and per acklog line).
+    keep_snapshots
+        Snapshots kept (older ones are deleted).
+    checkpoint_interval_s
+        Period of the background thread: it copies acklog-backed rows to the tables (so
+        other processes see them within this time) and checkpoints the WAL.
+    wal_limit_frames
+        WAL size (in pages) past which the background thread pauses the writer for one
+        TRUNCATE checkpoint, keeping the WAL bounded under sustained writes.
+    read_only
+        Open for queries next to a live writer: no lock, no writes; rows a crashed writer
+        left in the acklog are read from it.
+
+    Files: ``<path>`` and SQLite's ``-wal``/``-shm``; ``<path>.lock`` (the one-writer lock);
+    ``<path>.acklog`` while a ``"feedback"`` writer is open (removed by :meth:`close`).
 
     Examples
     --------
@@ -258,6 +272,12 @@ class SQLiteStore:
         self.batch_size = batch_size
         self.synchronous = synchronous
         self.keep_snapshots = keep_snapshots
+        if not checkpoint_interval_s > 0:
+            raise ConfigError(
+                "checkpoint_interval_s", f"must be > 0, got {checkpoint_interval_s!r}"
+            )
+        if keep_snapshots < 1:
+            raise ConfigError("keep_snapshots", f"must be >= 1, got {keep_snapshots!r}")
         if wal_limit_frames < 1:
             raise ConfigError("wal_limit_frames", f"must be >= 1, got {wal_limit_frames!r}")
         self.checkpoint_interval_s = checkpoint_interval_s
