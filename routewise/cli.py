@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,7 +28,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-console = Console()
+# Piped or redirected output is not cut to 80 columns (rich's default without a terminal):
+# tables keep whole arm ids; $COLUMNS still wins.
+console = Console(
+    width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200,
+)
 err_console = Console(stderr=True)
 
 DbOption = Annotated[
@@ -111,9 +116,9 @@ def policy(
         )
         table = Table(title=f"{title} ({ctl.policy.name})")
         table.add_column("rank", justify="right")
-        table.add_column("arm")
-        table.add_column("backend")
-        table.add_column("mode")
+        longest = max((len(r.arm.id) for r in rows), default=0)
+        room = max(16, console.width - 61)  # what the four number columns leave
+        table.add_column("arm (backend/mode)", overflow="fold", min_width=min(longest, room))
         table.add_column("expected reward", justify="right")
         table.add_column("± uncertainty", justify="right")
         table.add_column("feedbacks", justify="right")
@@ -121,8 +126,6 @@ def policy(
             table.add_row(
                 str(i),
                 r.arm.id,
-                r.arm.backend,
-                r.arm.mode.value,
                 _fmt(r.expected_reward),
                 _fmt(r.uncertainty),
                 str(r.n),
@@ -157,7 +160,11 @@ def status(
             "p99 ms",
             "cost $/1k",
         ):
-            table.add_column(col, justify="left" if col == "arm" else "right")
+            table.add_column(
+                col,
+                justify="left" if col == "arm" else "right",
+                overflow="fold" if col == "arm" else "ellipsis",
+            )
         for arm_id, s in st.arms.items():
             cost_k = s["cost_usd_mean"] * 1000 if s["cost_usd_mean"] is not None else None
             table.add_row(
