@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -274,3 +275,20 @@ def test_decision_to_dict_is_strict_json() -> None:
     body = json.loads(text)
     assert body["arm"] == {"id": d.arm.id, "backend": d.arm.backend, "mode": d.arm.mode.value}
     assert any(v is None for v in body["scores"].values())  # untried arms: unbounded index
+
+
+def test_bad_reward_and_store_arguments_are_named(tmp_path: Path) -> None:
+    with pytest.raises(rw.ConfigError, match=r"^reward: unknown preset 'fastest'"):
+        rw.Controller(arms=["a:b/direct_emit"], reward="fastest")
+    with pytest.raises(rw.ConfigError, match=r"^reward\.nope: unknown field"):
+        rw.Controller(arms=["a:b/direct_emit"], reward={"preset": "balanced", "nope": 1})
+    ctl = rw.Controller(arms=["a:b/direct_emit"])
+    with pytest.raises(rw.ConfigError, match=r"^reward: unknown preset"):
+        ctl.decide({}, reward="fastest")
+    # (a store that fails validation must not leave an "Exception ignored in __del__" behind;
+    # pytest's -W error turns that unraisable exception into a failure)
+    with pytest.raises(rw.ConfigError, match=r"^durability: must be"):
+        rw.Controller(arms=["a:b/direct_emit"], store=tmp_path / "s.db", durability="sometimes")  # type: ignore[arg-type]
+    import gc
+
+    gc.collect()

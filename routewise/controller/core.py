@@ -102,6 +102,15 @@ def _new_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{src.pool[pos : pos + 20]}"
 
 
+def _reward_arg(reward: str | Mapping[str, Any] | Scalarizer | None) -> Scalarizer:
+    """``get_reward`` with errors named after the Controller's ``reward`` argument."""
+    try:
+        return get_reward(reward)
+    except ConfigError as exc:
+        field = "reward" if exc.field == "preset" else f"reward.{exc.field}"
+        raise ConfigError(field, exc.reason) from None
+
+
 ArmLike = Arm | str | Mapping[str, Any]
 
 
@@ -434,7 +443,7 @@ class Controller:
 
         if reward is None and meta is not None:
             reward = meta.get("reward")
-        self._reward: Scalarizer = get_reward(reward)
+        self._reward: Scalarizer = _reward_arg(reward)
         if features is None and meta is not None:
             features = meta.get("features")
         self._features_spec = dict(features) if features is not None else None
@@ -656,7 +665,7 @@ class Controller:
         per unit; otherwise it is ignored.
         """
         eligible = None if arms is None else self._eligible(arms)
-        scal = self._reward if reward is None else get_reward(reward)
+        scal = self._reward if reward is None else _reward_arg(reward)
         with self._lock:
             if self._closed or self.read_only:
                 self._check_open()

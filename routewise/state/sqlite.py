@@ -259,6 +259,7 @@ class SQLiteStore:
         wal_limit_frames: int = 16384,
         read_only: bool = False,
     ) -> None:
+        self._lockfile: Any = None  # first: __del__ releases it even if __init__ raises
         if durability not in ("always", "feedback", "batch"):
             raise ConfigError(
                 "durability", f"must be 'always', 'feedback' or 'batch', got {durability!r}"
@@ -283,7 +284,6 @@ class SQLiteStore:
         self.checkpoint_interval_s = checkpoint_interval_s
         self.wal_limit_frames = wal_limit_frames
         self.read_only = read_only
-        self._lockfile: Any = None
         if self.path != ":memory:":
             parent = Path(self.path).expanduser().resolve().parent
             if not parent.is_dir():
