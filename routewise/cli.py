@@ -409,6 +409,10 @@ def simulate(
     from routewise.simulations import simulate as run_simulation
     from routewise.simulations.render import simulation_table, trace_fit_message
 
+    if rounds is not None and rounds < 1:  # before any progress bar is drawn
+        raise ConfigError("rounds", f"must be an integer >= 1, got {rounds!r}")
+    if seeds < 1:
+        raise ConfigError("seeds", f"must be an integer >= 1, got {seeds!r}")
     spec = load_scenario(scenario)
     env = TraceEnvironment.fit(from_trace, strict=strict) if from_trace is not None else None
     if env is not None:

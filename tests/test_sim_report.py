@@ -136,3 +136,8 @@ def test_simulate_cli(tmp_path: Path) -> None:
     assert data["summary"][0]["policy"] == "uniform" and "best_fixed_arm" in data["baselines"]
     res = runner.invoke(app, ["simulate", "-s", "nope", "-p", "uniform", "-n", "10"])
     assert isinstance(res.exception, ConfigError)
+    # bad counts are refused before a progress bar is drawn (nothing on stdout)
+    for flag, value in (("--rounds", "-5"), ("--seeds", "0")):
+        res = runner.invoke(app, ["simulate", "-p", "uniform", flag, value])
+        assert isinstance(res.exception, ConfigError) and res.exception.field == flag[2:]
+        assert res.stdout == ""
