@@ -292,3 +292,15 @@ def test_bad_reward_and_store_arguments_are_named(tmp_path: Path) -> None:
     import gc
 
     gc.collect()
+
+
+def test_export_trace_to_a_bad_path_is_named_and_leaves_nothing(tmp_path: Path) -> None:
+    ctl = rw.Controller(arms=["a:b/direct_emit"], seed=0)
+    ctl.feedback(ctl.decide({}).decision_id, rw.Outcome(valid=True, latency_ms=1.0, cost_usd=0.0))
+    with pytest.raises(rw.ConfigError, match=r"^file: .* is a directory"):
+        ctl.export_trace(tmp_path)
+    with pytest.raises(rw.ConfigError, match=r"^file: directory .* does not exist"):
+        ctl.export_trace(tmp_path / "missing" / "t.jsonl")
+    assert list(tmp_path.parent.glob(tmp_path.name + ".tmp")) == []
+    assert ctl.export_trace(tmp_path / "t.jsonl") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.jsonl"]

@@ -1353,13 +1353,22 @@ class Controller:
             self._store.flush()
             lines = self._store.iter_trace(since)
             if isinstance(file, str | Path):
-                tmp = Path(str(file) + ".tmp")
+                target = Path(file)
+                if target.is_dir():
+                    raise ConfigError("file", f"{str(target)!r} is a directory")
+                if not target.parent.is_dir():
+                    raise ConfigError("file", f"directory {str(target.parent)!r} does not exist")
+                tmp = target.with_name(target.name + ".tmp")
                 n = 0
-                with tmp.open("w", encoding="utf-8") as fh:
-                    for line in lines:
-                        fh.write(json.dumps(line, separators=(",", ":")) + "\n")
-                        n += 1
-                tmp.replace(file)
+                try:
+                    with tmp.open("w", encoding="utf-8") as fh:
+                        for line in lines:
+                            fh.write(json.dumps(line, separators=(",", ":")) + "\n")
+                            n += 1
+                    tmp.replace(target)  # whole file or nothing
+                except BaseException:
+                    tmp.unlink(missing_ok=True)
+                    raise
                 return n
             n = 0
             for line in lines:
