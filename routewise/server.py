@@ -1038,8 +1038,9 @@ def _log_fields(request: Request) -> dict[str, Any]:
 
 # ================================================================================= app
 class _RewardError(ConfigError):
-    """A ConfigError in the ``reward`` of a request: ``field`` is the request field,
-    ``library_field`` the field as :func:`~routewise.reward.get_reward` named it."""
+    """A ConfigError in the ``reward`` of a request: ``field`` is the request field and
+    ``library_field`` the field the library's ``Controller.decide(reward=...)`` names (the
+    same ``reward`` / ``reward.<key>``), which the client raises."""
 
     def __init__(self, field: str, reason: str, library_field: str) -> None:
         super().__init__(field, reason)
@@ -1053,7 +1054,7 @@ def _resolve_reward(spec: str | dict[str, Any] | None) -> Scalarizer | None:
         return get_reward(spec)
     except ConfigError as exc:
         field = "reward" if isinstance(spec, str) else f"reward.{exc.field}"
-        raise _RewardError(field, exc.reason, exc.field) from None
+        raise _RewardError(field, exc.reason, field) from None
 
 
 class _UnknownExperiment(ConfigError):

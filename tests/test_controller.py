@@ -280,6 +280,8 @@ def test_decision_to_dict_is_strict_json() -> None:
 def test_bad_reward_and_store_arguments_are_named(tmp_path: Path) -> None:
     with pytest.raises(rw.ConfigError, match=r"^reward: unknown preset 'fastest'"):
         rw.Controller(arms=["a:b/direct_emit"], reward="fastest")
+    with pytest.raises(rw.ConfigError, match=r"^reward\.preset: unknown preset"):
+        rw.Controller(arms=["a:b/direct_emit"], reward={"preset": "fastest"})
     with pytest.raises(rw.ConfigError, match=r"^reward\.nope: unknown field"):
         rw.Controller(arms=["a:b/direct_emit"], reward={"preset": "balanced", "nope": 1})
     ctl = rw.Controller(arms=["a:b/direct_emit"])

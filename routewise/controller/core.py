@@ -107,7 +107,7 @@ def _reward_arg(reward: str | Mapping[str, Any] | Scalarizer | None) -> Scalariz
     try:
         return get_reward(reward)
     except ConfigError as exc:
-        field = "reward" if exc.field == "preset" else f"reward.{exc.field}"
+        field = "reward" if isinstance(reward, str) else f"reward.{exc.field}"
         raise ConfigError(field, exc.reason) from None
 
 
