@@ -306,3 +306,24 @@ def test_export_trace_to_a_bad_path_is_named_and_leaves_nothing(tmp_path: Path) 
     assert list(tmp_path.parent.glob(tmp_path.name + ".tmp")) == []
     assert ctl.export_trace(tmp_path / "t.jsonl") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.jsonl"]
+
+
+def test_policy_spec_strings(tmp_path: Path) -> None:
+    """The ``name:key=value`` form the CLI takes works for the Controller (and its TOML)."""
+    ctl = rw.Controller(arms=["a:b/direct_emit"], policy="linucb:alpha=0.3:discount=0.99")
+    assert ctl.policy.name == "linucb"
+    assert ctl.policy.params()["alpha"] == 0.3 and ctl.policy.params()["discount"] == 0.99
+    tuned = rw.Controller(arms=["a:b/direct_emit"], policy="default").policy.params()
+    assert tuned == {
+        **rw.Controller(arms=["a:b/direct_emit"]).policy.params(),
+        "seed": tuned["seed"],
+    }
+    with pytest.raises(rw.PolicyError, match=r"expected name:key=value, got 'alpha'"):
+        rw.Controller(arms=["a:b/direct_emit"], policy="linucb:alpha")
+    with pytest.raises(rw.PolicyError, match=r"gamma_scale: must be >= 0"):
+        rw.Controller(arms=["a:b/direct_emit"], policy="squarecb:gamma_scale=-1")
+    with pytest.raises(rw.ConfigError, match=r"^policy: 'default' takes no parameters"):
+        rw.Controller(arms=["a:b/direct_emit"], policy="default:optimism=1")
+    cfg = tmp_path / "routewise.toml"
+    cfg.write_text('arms = ["a:b/direct_emit"]\npolicy = "epsilon_greedy:epsilon=0.2"\n')
+    assert rw.Controller.from_config(cfg).policy.params()["epsilon"] == 0.2

@@ -11,7 +11,14 @@ Examples
 ['epsilon_greedy', 'lints', 'linucb', 'squarecb', 'thompson', 'ucb1', 'uniform']
 """
 
-from routewise.bandits.base import REGISTRY, Policy, Selection, make_policy, register
+from routewise.bandits.base import (
+    REGISTRY,
+    Policy,
+    Selection,
+    make_policy,
+    register,
+    split_policy_spec,
+)
 from routewise.bandits.epsilon_greedy import EpsilonGreedy
 from routewise.bandits.lin_ts import LinTS
 from routewise.bandits.lin_ucb import LinUCB
@@ -37,4 +44,5 @@ __all__ = [
     "Uniform",
     "make_policy",
     "register",
+    "split_policy_spec",
 ]

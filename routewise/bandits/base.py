@@ -40,6 +40,7 @@ __all__ = [
     "greedy_distribution",
     "make_policy",
     "register",
+    "split_policy_spec",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -75,6 +76,39 @@ def make_policy(name: str, **params: Any) -> Policy:
         raise
     except (TypeError, ValueError, OverflowError) as exc:
         raise PolicyError(f"policy {name!r}: bad parameters {params!r} ({exc})") from None
+
+
+def split_policy_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """Split a policy spec ``"name"`` or ``"name:key=value[:key=value]"`` into its name and
+    parameters (values read as JSON when they parse, numbers and booleans; else strings).
+
+    The name is not checked here (the caller may accept aliases such as ``"default"``).
+
+    Examples
+    --------
+    >>> split_policy_spec("linucb:alpha=0.3:discount=0.99")
+    ('linucb', {'alpha': 0.3, 'discount': 0.99})
+    >>> split_policy_spec("squarecb")
+    ('squarecb', {})
+    >>> split_policy_spec("linucb:alpha")
+    Traceback (most recent call last):
+    ...
+    routewise.errors.PolicyError: policy: 'linucb:alpha': expected name:key=value, got 'alpha'
+    """
+    import json
+
+    text = spec.strip()
+    name, *parts = text.split(":")
+    params: dict[str, Any] = {}
+    for part in parts:
+        key, sep, raw = part.partition("=")
+        if not sep or not key:
+            raise PolicyError(f"policy: {text!r}: expected name:key=value, got {part!r}")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return name, params
 
 
 @dataclass(slots=True)

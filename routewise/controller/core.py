@@ -20,7 +20,7 @@ import numpy as np
 import structlog
 from pydantic import ValidationError
 
-from routewise.bandits.base import FloatArray, Policy, Selection, make_policy
+from routewise.bandits.base import FloatArray, Policy, Selection, make_policy, split_policy_spec
 from routewise.controller.experiments import (
     ComparisonHistory,
     ExperimentReport,
@@ -253,8 +253,9 @@ class Controller:
         The arms (``Arm`` objects, ids ``"backend/mode"`` or ``{"backend", "mode"}``
         mappings). Optional when reopening a store, which remembers them.
     policy
-        A registry name (``"squarecb"``, ``"linucb"``…), a :class:`~routewise.bandits.Policy`
-        object, or ``None`` for the tuned default (:data:`DEFAULT_POLICY`).
+        A registry name (``"squarecb"``, ``"linucb"``…) or a spec with parameters
+        (``"linucb:alpha=0.3"``, the form the CLI takes), a :class:`~routewise.bandits.Policy`
+        object, or ``None`` / ``"default"`` for the tuned default (:data:`DEFAULT_POLICY`).
     reward
         Default reward: a preset name (``"balanced"``, ``"high_correctness"``,
         ``"low_latency"``, ``"cost_sensitive"``), a mapping of weights/budgets or a
@@ -419,8 +420,12 @@ class Controller:
         stored_policy = meta.get("policy") if meta else None
         if isinstance(policy, Policy):
             pol_name, pol_params = policy.name, policy.params()
-        elif isinstance(policy, str):
-            pol_name, pol_params = policy, {}
+        elif isinstance(policy, str):  # "name" or "name:key=value[:...]"; "default" = tuned
+            pol_name, pol_params = split_policy_spec(policy)
+            if pol_name == "default":
+                if pol_params:
+                    raise ConfigError("policy", "'default' takes no parameters (it is tuned)")
+                pol_name, pol_params = DEFAULT_POLICY[0], dict(DEFAULT_POLICY[1])
         elif policy is None and stored_policy is not None:
             pol_name, pol_params = stored_policy["name"], dict(stored_policy["params"])
         elif policy is None:

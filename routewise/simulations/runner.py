@@ -28,7 +28,6 @@ Examples
 from __future__ import annotations
 
 import gc
-import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +38,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from routewise.bandits import REGISTRY, Policy, make_policy
+from routewise.bandits import REGISTRY, Policy, make_policy, split_policy_spec
 from routewise.controller import DEFAULT_POLICY, Controller
 from routewise.errors import ConfigError, PolicyError
 from routewise.reward import Scalarizer, get_reward
@@ -103,9 +102,12 @@ def parse_policy_spec(spec: str) -> PolicySpec:
     routewise.errors.ConfigError: policies: unknown policy 'bogus'; one of default, epsilon_greedy, ...
     """
     text = spec.strip()
-    name, *parts = text.split(":")
+    try:
+        name, params = split_policy_spec(text)
+    except PolicyError as exc:
+        raise ConfigError("policies", str(exc).removeprefix("policy: ")) from None
     if name == "default":
-        if parts:
+        if params:
             raise ConfigError("policies", "'default' takes no parameters (it is the tuned default)")
         return PolicySpec("default", DEFAULT_POLICY[0], dict(DEFAULT_POLICY[1]))
     if name not in REGISTRY:
@@ -113,15 +115,6 @@ def parse_policy_spec(spec: str) -> PolicySpec:
             "policies",
             f"unknown policy {name!r}; one of {', '.join(['default', *sorted(REGISTRY)])}",
         )
-    params: dict[str, Any] = {}
-    for part in parts:
-        key, sep, raw = part.partition("=")
-        if not sep or not key:
-            raise ConfigError("policies", f"{text!r}: expected name:key=value, got {part!r}")
-        try:
-            params[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[key] = raw
     if "seed" in params:
         raise ConfigError("policies", f"{text!r}: the seed comes from --seed/--seeds, not the spec")
     try:
