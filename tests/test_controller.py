@@ -327,3 +327,10 @@ def test_policy_spec_strings(tmp_path: Path) -> None:
     cfg = tmp_path / "routewise.toml"
     cfg.write_text('arms = ["a:b/direct_emit"]\npolicy = "epsilon_greedy:epsilon=0.2"\n')
     assert rw.Controller.from_config(cfg).policy.params()["epsilon"] == 0.2
+
+
+def test_feature_spec_that_is_not_a_mapping_is_named() -> None:
+    with pytest.raises(
+        rw.ConfigError, match=r"^features: must be a feature spec mapping, got list"
+    ):
+        rw.Controller(arms=["a:b/direct_emit"], features=[1])  # type: ignore[arg-type]

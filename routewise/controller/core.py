@@ -451,6 +451,10 @@ class Controller:
         self._reward: Scalarizer = _reward_arg(reward)
         if features is None and meta is not None:
             features = meta.get("features")
+        if features is not None and not isinstance(features, Mapping):
+            raise ConfigError(
+                "features", f"must be a feature spec mapping, got {type(features).__name__}"
+            )
         self._features_spec = dict(features) if features is not None else None
         self._featurizer = Featurizer(self._features_spec)
 
