@@ -334,3 +334,17 @@ def test_feature_spec_that_is_not_a_mapping_is_named() -> None:
         rw.ConfigError, match=r"^features: must be a feature spec mapping, got list"
     ):
         rw.Controller(arms=["a:b/direct_emit"], features=[1])  # type: ignore[arg-type]
+
+
+def test_failed_construction_leaves_no_new_store_behind(tmp_path: Path) -> None:
+    with pytest.raises(rw.ConfigError, match=r"^arms: required"):
+        rw.Controller(store=tmp_path / "new.db")  # no arms for a new store
+    with pytest.raises(rw.PolicyError):
+        rw.Controller(arms=["a:b/direct_emit"], policy="nope", store=tmp_path / "new2.db")
+    assert list(tmp_path.iterdir()) == []
+    # an existing store is never removed, even when the arguments are wrong
+    rw.Controller(arms=["a:b/direct_emit"], store=tmp_path / "old.db").close()
+    with pytest.raises(rw.ConfigError, match=r"^policy: the store was learned with"):
+        rw.Controller(store=tmp_path / "old.db", policy="linucb")
+    assert (tmp_path / "old.db").is_file()
+    assert rw.Controller(store=tmp_path / "old.db").status().decisions == 0

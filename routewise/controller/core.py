@@ -372,6 +372,13 @@ class Controller:
 
         self._lock = threading.RLock()
         self.read_only = read_only
+        new_file = (
+            Path(store)
+            if isinstance(store, str | Path)
+            and str(store) != ":memory:"
+            and not Path(store).exists()
+            else None
+        )
         self._store = _open_store(store, durability, read_only)
         self._owns_store = not isinstance(store, Store)
         try:
@@ -379,6 +386,9 @@ class Controller:
         except BaseException:
             if self._owns_store:
                 self._store.close()
+                if new_file is not None:  # a failed construction leaves no half-made store
+                    for suffix in ("", "-wal", "-shm", ".acklog", ".lock"):
+                        Path(str(new_file) + suffix).unlink(missing_ok=True)
             raise
 
     # ------------------------------------------------------------------ setup
