@@ -123,6 +123,7 @@ from routewise.errors import (
     UnknownDecision,
 )
 from routewise.reward import PRESETS, get_reward
+from routewise.state.base import json_default
 from routewise.types import MAX_COST_USD, MAX_LATENCY_MS, Arm, Mode, Outcome, make_arms
 
 if TYPE_CHECKING:
@@ -1664,7 +1665,7 @@ async def _trace_body(
             if line.get("ts", 0.0) > cutoff:  # written after the request: stop here
                 done = True
                 break
-            lines.append(json.dumps(line, separators=(",", ":")))
+            lines.append(json.dumps(line, separators=(",", ":"), default=json_default))
         if lines:
             yield ("\n".join(lines) + "\n").encode()
         if done:

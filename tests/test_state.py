@@ -498,3 +498,33 @@ def test_acklog_under_concurrent_feedback_and_background_flushes(tmp_path: Path)
     stored = dict(conn.execute("SELECT decision_id, reward FROM feedback").fetchall())
     conn.close()
     assert stored == dict(acked)
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_numpy_scalars_in_a_context_are_logged_as_plain_json(tmp_path: Path, store: str) -> None:
+    """A context built from numpy/pandas values (np.int64, np.float32, np.bool_, np.str_) is
+    featurized like the plain values and logged, exported and restored as plain JSON."""
+    db = tmp_path / "s.db" if store == "sqlite" else None
+    ctl = rw.Controller(arms=ARMS, store=db, seed=2)
+    plain = {"n_fields": 3, "input_tokens": 1.5, "strict": True, "language": "en"}
+    ctx = {
+        "n_fields": np.int64(3),
+        "input_tokens": np.float32(1.5),
+        "strict": np.bool_(True),
+        "language": np.str_("en"),
+    }
+    twin = rw.Controller(arms=ARMS, seed=2)
+    for _ in range(5):
+        d, t = ctl.decide(ctx), twin.decide(plain)
+        assert d.arm == t.arm and d.probabilities == t.probabilities
+        ctl.feedback(d.decision_id, rw.Outcome(valid=True, latency_ms=10.0, cost_usd=0.0))
+        twin.feedback(t.decision_id, rw.Outcome(valid=True, latency_ms=10.0, cost_usd=0.0))
+    out = tmp_path / "t.jsonl"
+    assert ctl.export_trace(out) == 5
+    assert [json.loads(line)["context"] for line in out.read_text().splitlines()] == [plain] * 5
+    if db is not None:
+        expected = scores(ctl)
+        ctl.close()
+        again = rw.Controller(store=db)
+        assert scores(again) == expected
+        again.close()

@@ -45,7 +45,14 @@ from routewise.errors import (
     UnknownDecision,
 )
 from routewise.reward import Scalarizer, get_reward
-from routewise.state.base import DecisionRecord, Durability, EventRecord, FeedbackRecord, Store
+from routewise.state.base import (
+    DecisionRecord,
+    Durability,
+    EventRecord,
+    FeedbackRecord,
+    Store,
+    json_default,
+)
 from routewise.state.memory import MemoryStore
 from routewise.state.sqlite import SQLiteStore
 from routewise.types import Arm, Outcome
@@ -1382,7 +1389,9 @@ class Controller:
                 try:
                     with tmp.open("w", encoding="utf-8") as fh:
                         for line in lines:
-                            fh.write(json.dumps(line, separators=(",", ":")) + "\n")
+                            fh.write(
+                                json.dumps(line, separators=(",", ":"), default=json_default) + "\n"
+                            )
                             n += 1
                     tmp.replace(target)  # whole file or nothing
                 except BaseException:
@@ -1391,7 +1400,7 @@ class Controller:
                 return n
             n = 0
             for line in lines:
-                file.write(json.dumps(line, separators=(",", ":")) + "\n")
+                file.write(json.dumps(line, separators=(",", ":"), default=json_default) + "\n")
                 n += 1
             return n
 

@@ -18,9 +18,33 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["DecisionRecord", "Durability", "EventRecord", "FeedbackRecord", "Store"]
+__all__ = [
+    "DecisionRecord",
+    "Durability",
+    "EventRecord",
+    "FeedbackRecord",
+    "Store",
+    "json_default",
+]
 
 Durability = Literal["always", "feedback", "batch"]
+
+
+def json_default(obj: Any) -> Any:
+    """``default=`` hook for ``json``: numpy scalars (``np.int64``, ``np.float32``,
+    ``np.bool_``… which the featurizer accepts in a context, e.g. from a pandas row) become
+    the plain Python value; anything else is the usual ``TypeError``.
+
+    Examples
+    --------
+    >>> import json
+    >>> json.dumps({"n": np.int64(3), "x": np.float32(1.5), "b": np.bool_(True)},
+    ...            default=json_default)
+    '{"n": 3, "x": 1.5, "b": true}'
+    """
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
 @dataclass(slots=True)

@@ -54,6 +54,7 @@ from routewise.state.base import (
     Event,
     EventRecord,
     FeedbackRecord,
+    json_default,
     trace_line,
 )
 
@@ -74,7 +75,7 @@ _DECISION_COLS = (
 
 
 # json.dumps(obj, separators=(",", ":")) without building an encoder per call (same output)
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+_encode = json.JSONEncoder(separators=(",", ":"), default=json_default).encode
 _datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 _q: Any = json.encoder.encode_basestring_ascii  # a str as a JSON string literal (C speed-up)
 
