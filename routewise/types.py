@@ -149,6 +149,12 @@ def make_arms(
             arms.append(arm)
     if not arms:
         raise ConfigError("exclude", "excludes every arm of the cross product")
+    product = {Arm(b, m).id for b in backend_list for m in mode_list}
+    stray = sorted((excluded_ids - product) | (excluded_backends - set(backend_list)))
+    if stray:  # a typo would otherwise exclude nothing, silently
+        raise ConfigError(
+            "exclude", f"{stray} not in the cross product of the given backends and modes"
+        )
     return arms
 
 

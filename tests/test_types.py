@@ -48,6 +48,11 @@ def test_make_arms_exclusions() -> None:
         rw.make_arms(["a:1"], ["direct_emit"], exclude=["a:1/direct_emit"])
     with pytest.raises(rw.ConfigError):
         rw.make_arms([])
+    # a typo in exclude would otherwise exclude nothing, silently
+    with pytest.raises(rw.ConfigError, match=r"^exclude: \['a:l/direct_emit'\] not in"):
+        rw.make_arms(["a:1"], exclude=["a:l/direct_emit"])
+    with pytest.raises(rw.ConfigError, match=r"^exclude: \['c:3'\] not in"):
+        rw.make_arms(["a:1", "b:2"], exclude=["c:3"])
 
 
 @pytest.mark.parametrize(
