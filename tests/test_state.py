@@ -528,3 +528,18 @@ def test_numpy_scalars_in_a_context_are_logged_as_plain_json(tmp_path: Path, sto
         again = rw.Controller(store=db)
         assert scores(again) == expected
         again.close()
+
+
+def test_store_arguments_are_checked_by_name(tmp_path: Path) -> None:
+    for kw, field in (
+        ({"checkpoint_interval_s": 0}, "checkpoint_interval_s"),
+        ({"keep_snapshots": 0}, "keep_snapshots"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"wal_limit_frames": 0}, "wal_limit_frames"),
+    ):
+        with pytest.raises(rw.ConfigError, match=rf"^{field}: must be"):
+            SQLiteStore(tmp_path / "s.db", **kw)  # type: ignore[arg-type]
+    store = SQLiteStore(tmp_path / "s.db")
+    acklog = Path(str(tmp_path / "s.db") + ".acklog")
+    assert acklog.stat().st_mode & 0o111 == 0  # a data file, not executable
+    store.close()
