@@ -177,8 +177,25 @@ class _Protocol:
     def success(self, rec: RecordedRequest, **kw: Any) -> Reply:
         raise NotImplementedError
 
-    def truncated(self, rec: RecordedRequest, **kw: Any) -> Reply:
-        raise NotImplementedError
+    truncated_finish = "length"  # the provider's stop reason for "hit the token limit"
+
+    def truncated(
+        self,
+        rec: RecordedRequest,
+        *,
+        text: str = '{"ok": tr',
+        input_tokens: int = 10,
+        output_tokens: int = 4,
+        **kw: Any,
+    ) -> Reply:
+        return self.success(
+            rec,
+            text=text,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            finish=self.truncated_finish,
+            **kw,
+        )
 
     def refusal(self, rec: RecordedRequest, **kw: Any) -> Reply:
         raise NotImplementedError
@@ -316,19 +333,6 @@ class _OpenAIProtocol(_Protocol):
                 output_tokens=output_tokens,
                 usage=usage,
             ),
-        )
-
-    def truncated(
-        self,
-        rec: RecordedRequest,
-        *,
-        text: str = '{"ok": tr',
-        input_tokens: int = 10,
-        output_tokens: int = 4,
-        **_: Any,
-    ) -> Reply:
-        return self.success(
-            rec, text=text, input_tokens=input_tokens, output_tokens=output_tokens, finish="length"
         )
 
     def refusal(
@@ -611,6 +615,7 @@ class _LlamaCppProtocol(_OpenAIProtocol):
 
 
 class _GeminiProtocol(_Protocol):
+    truncated_finish = "MAX_TOKENS"
     default_model = "gemini-2.5-flash"
     base_path = "/v1beta"
     default_key = "AIzaFakeGeminiKey0123456789abcdefghij"
@@ -733,24 +738,6 @@ class _GeminiProtocol(_Protocol):
                 output_tokens=output_tokens,
                 thoughts_tokens=thoughts_tokens,
             ),
-        )
-
-    def truncated(
-        self,
-        rec: RecordedRequest,
-        *,
-        text: str = '{"ok": tr',
-        input_tokens: int = 10,
-        output_tokens: int = 4,
-        **kw: Any,
-    ) -> Reply:
-        return self.success(
-            rec,
-            text=text,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            finish="MAX_TOKENS",
-            **kw,
         )
 
     def refusal(
@@ -933,19 +920,6 @@ class _OllamaProtocol(_Protocol):
             ),
         )
 
-    def truncated(
-        self,
-        rec: RecordedRequest,
-        *,
-        text: str = '{"ok": tr',
-        input_tokens: int = 10,
-        output_tokens: int = 4,
-        **_: Any,
-    ) -> Reply:
-        return self.success(
-            rec, text=text, input_tokens=input_tokens, output_tokens=output_tokens, finish="length"
-        )
-
     def refusal(
         self,
         rec: RecordedRequest,
@@ -994,6 +968,7 @@ class _OllamaProtocol(_Protocol):
 
 
 class _BedrockProtocol(_Protocol):
+    truncated_finish = "max_tokens"
     default_model = "anthropic.claude-3-5-haiku-20241022-v1:0"
     _route = re.compile(r"^/model/([^/]+)/converse$")
     _auth = re.compile(
@@ -1142,23 +1117,6 @@ class _BedrockProtocol(_Protocol):
             self.converse(
                 text=text, stop=finish, input_tokens=input_tokens, output_tokens=output_tokens
             )
-        )
-
-    def truncated(
-        self,
-        rec: RecordedRequest,
-        *,
-        text: str = '{"ok": tr',
-        input_tokens: int = 10,
-        output_tokens: int = 4,
-        **_: Any,
-    ) -> Reply:
-        return self.success(
-            rec,
-            text=text,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            finish="max_tokens",
         )
 
     def refusal(
