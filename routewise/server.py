@@ -122,7 +122,7 @@ from routewise.errors import (
     UnknownArm,
     UnknownDecision,
 )
-from routewise.reward import PRESETS, get_reward
+from routewise.reward import PRESETS, get_reward, reward_argument
 from routewise.state.base import json_default
 from routewise.types import MAX_COST_USD, MAX_LATENCY_MS, Arm, Mode, Outcome, make_arms
 
@@ -1052,10 +1052,9 @@ def _resolve_reward(spec: str | dict[str, Any] | None) -> Scalarizer | None:
     if spec is None:
         return None
     try:
-        return get_reward(spec)
+        return reward_argument(spec)  # named as Controller.decide(reward=...) names it
     except ConfigError as exc:
-        field = "reward" if isinstance(spec, str) else f"reward.{exc.field}"
-        raise _RewardError(field, exc.reason, field) from None
+        raise _RewardError(exc.field, exc.reason, exc.field) from None
 
 
 class _UnknownExperiment(ConfigError):

@@ -44,7 +44,7 @@ from routewise.errors import (
     UnknownArm,
     UnknownDecision,
 )
-from routewise.reward import Scalarizer, get_reward
+from routewise.reward import Scalarizer, get_reward, reward_argument
 from routewise.state.base import (
     DecisionRecord,
     Durability,
@@ -107,15 +107,6 @@ def _new_id() -> str:
         src.pool = os.urandom(_ID_POOL_BYTES).hex()
     src.pos = (pos + 20) % (2 * _ID_POOL_BYTES)
     return f"{time.time_ns() // 1_000_000:012x}{src.pool[pos : pos + 20]}"
-
-
-def _reward_arg(reward: str | Mapping[str, Any] | Scalarizer | None) -> Scalarizer:
-    """``get_reward`` with errors named after the Controller's ``reward`` argument."""
-    try:
-        return get_reward(reward)
-    except ConfigError as exc:
-        field = "reward" if isinstance(reward, str) else f"reward.{exc.field}"
-        raise ConfigError(field, exc.reason) from None
 
 
 ArmLike = Arm | str | Mapping[str, Any]
@@ -465,7 +456,7 @@ class Controller:
 
         if reward is None and meta is not None:
             reward = meta.get("reward")
-        self._reward: Scalarizer = _reward_arg(reward)
+        self._reward: Scalarizer = reward_argument(reward)
         if features is None and meta is not None:
             features = meta.get("features")
         if features is not None and not isinstance(features, Mapping):
@@ -691,7 +682,7 @@ class Controller:
         per unit; otherwise it is ignored.
         """
         eligible = None if arms is None else self._eligible(arms)
-        scal = self._reward if reward is None else _reward_arg(reward)
+        scal = self._reward if reward is None else reward_argument(reward)
         with self._lock:
             if self._closed or self.read_only:
                 self._check_open()

@@ -12,7 +12,13 @@ Examples
 """
 
 from routewise.reward.base import RewardFunction
-from routewise.reward.presets import DEFAULT_PRESET, PRESETS, RewardSpec, get_reward
+from routewise.reward.presets import (
+    DEFAULT_PRESET,
+    PRESETS,
+    RewardSpec,
+    get_reward,
+    reward_argument,
+)
 from routewise.reward.scalarize import Scalarizer
 
 __all__ = [
@@ -22,4 +28,5 @@ __all__ = [
     "RewardSpec",
     "Scalarizer",
     "get_reward",
+    "reward_argument",
 ]

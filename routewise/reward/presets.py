@@ -127,3 +127,27 @@ def get_reward(spec: RewardSpec = None) -> RewardFunction:
         f"cannot build a reward from {type(spec).__name__}; expected a preset name, a mapping "
         "or a reward function",
     )
+
+
+def reward_argument(
+    spec: str | Mapping[str, Any] | Scalarizer | None, field: str = "reward"
+) -> Scalarizer:
+    """:func:`get_reward` for an argument or request field named ``field``: its errors name
+    ``field`` for a preset name and ``field.<key>`` for a key of a mapping.
+
+    Examples
+    --------
+    >>> reward_argument("fastest")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    routewise.errors.ConfigError: reward: unknown preset 'fastest'; one of: balanced, ...
+    >>> reward_argument({"preset": "fastest"})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    routewise.errors.ConfigError: reward.preset: unknown preset 'fastest'; one of: balanced, ...
+    """
+    try:
+        return get_reward(spec)
+    except ConfigError as exc:
+        named = field if isinstance(spec, str) else f"{field}.{exc.field}"
+        raise ConfigError(named, exc.reason) from None
