@@ -129,21 +129,12 @@ def split_csv(value: str) -> list[str]:
 
 
 def parse_policy_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"squarecb:gamma_scale=50:lam=0.5"`` → ``("squarecb", {"gamma_scale": 50, "lam": 0.5})``.
+    """``"squarecb:gamma_scale=50:lam=0.5"`` → ``("squarecb", {"gamma_scale": 50, "lam": 0.5})``
+    (the library's :func:`routewise.bandits.split_policy_spec`; its ``PolicyError`` is a
+    ``ValueError``)."""
+    from routewise.bandits import split_policy_spec
 
-    Values are read as JSON when they parse (numbers, true/false, null), else kept as strings.
-    """
-    name, *parts = spec.split(":")
-    params: dict[str, Any] = {}
-    for part in parts:
-        key, sep, raw = part.partition("=")
-        if not sep or not key:
-            raise ValueError(f"policy spec {spec!r}: expected key=value, got {part!r}")
-        try:
-            params[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            params[key] = raw
-    return name, params
+    return split_policy_spec(spec)
 
 
 _NAME_RE = re.compile(r"[^A-Za-z0-9_.\-]+")

@@ -368,22 +368,17 @@ def run_controller(
     return Timing(impl, policy, pairs, dim, dec, fb, wall, note, resolved=pname, cpu_ns=cpu)
 
 
-def run_featurize(
-    rw: Any, wl: Workload, warmup: int, pairs: int, seed: int, tick: Callable[[int], None]
-) -> Timing:
-    """The Controller's featurizer alone: ``transform(dict)`` per context (the "decide" half)."""
-    ctl = rw.Controller(arms=wl.arm_ids, store=None, seed=seed)
-    fz = ctl._featurizer
+def run_featurize(wl: Workload, warmup: int, pairs: int, tick: Callable[[int], None]) -> Timing:
+    """The Controller's featurizer (default spec) alone: ``transform(dict)`` per context."""
+    from routewise.controller.features import Featurizer
+
+    fz = Featurizer()
     ctxs = wl.contexts
-    try:
-        dec, fb, wall, cpu = time_pairs(
-            lambda j: fz.transform(ctxs[j]), lambda j, h: None, warmup, pairs, tick
-        )
-        dim = int(fz.dim)
-    finally:
-        ctl.close()
+    dec, fb, wall, cpu = time_pairs(
+        lambda j: fz.transform(ctxs[j]), lambda j, h: None, warmup, pairs, tick
+    )
     return Timing(
-        "featurize", "-", pairs, dim, dec, fb, wall, "Featurizer.transform only", cpu_ns=cpu
+        "featurize", "-", pairs, fz.dim, dec, fb, wall, "Featurizer.transform only", cpu_ns=cpu
     )
 
 
@@ -672,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         if impl == "bare":
             return run_bare(rw, pol, wl, X, args.warmup, args.pairs, args.seed, tick)
         if impl == "featurize":
-            return run_featurize(rw, wl, args.warmup, args.pairs, args.seed, tick)
+            return run_featurize(wl, args.warmup, args.pairs, tick)
         guardian = not impl.endswith("-noguard")
         if impl.startswith("ctl-mem"):
             return run_controller(rw, pol, wl, None, *ctl_args, guardian=guardian)

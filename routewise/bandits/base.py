@@ -20,6 +20,7 @@ distribution is a Monte-Carlo estimate that the draw then follows.
 
 from __future__ import annotations
 
+import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -95,8 +96,6 @@ def split_policy_spec(spec: str) -> tuple[str, dict[str, Any]]:
     ...
     routewise.errors.PolicyError: policy: 'linucb:alpha': expected name:key=value, got 'alpha'
     """
-    import json
-
     text = spec.strip()
     name, *parts = text.split(":")
     params: dict[str, Any] = {}
