@@ -91,6 +91,18 @@ class OpenAIProvider(Provider):
     usage_required: ClassVar[bool] = True
     #: Whether the body names the model (Azure puts the deployment in the URL instead).
     send_model: ClassVar[bool] = True
+    #: What ``base_url`` must be, for a provider that requires one (else the default is used).
+    base_url_required: ClassVar[str | None] = None
+
+    def __init__(
+        self, config: BackendConfig, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        if self.base_url_required is not None and not config.base_url:
+            raise ConfigError(
+                f"backends[{config.name!r}].base_url",
+                f"required for {self.provider_name} ({self.base_url_required})",
+            )
+        super().__init__(config, transport)
 
     # ---------------------------------------------------------------- request
     def _url(self) -> str:
@@ -236,15 +248,9 @@ class AzureOpenAIProvider(OpenAIProvider):
     DEFAULT_API_VERSION: ClassVar[str] = "2024-10-21"
     send_model: ClassVar[bool] = False
 
-    def __init__(
-        self, config: BackendConfig, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
-        if not config.base_url:
-            raise ConfigError(
-                f"backends[{config.name!r}].base_url",
-                "required for azure_openai (the resource endpoint, https://<resource>.openai.azure.com)",
-            )
-        super().__init__(config, transport)
+    base_url_required: ClassVar[str | None] = (
+        "the resource endpoint, https://<resource>.openai.azure.com"
+    )
 
     def _url(self) -> str:
         deployment = quote(self.config.deployment or self.config.model, safe="")
@@ -297,15 +303,9 @@ class OpenAICompatibleProvider(OpenAIProvider):
     max_tokens_field: ClassVar[str] = "max_tokens"
     usage_required: ClassVar[bool] = False
 
-    def __init__(
-        self, config: BackendConfig, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
-        if not config.base_url:
-            raise ConfigError(
-                f"backends[{config.name!r}].base_url",
-                "required for openai_compatible (the server's OpenAI-style root, e.g. http://127.0.0.1:8080/v1)",
-            )
-        super().__init__(config, transport)
+    base_url_required: ClassVar[str | None] = (
+        "the server's OpenAI-style root, e.g. http://127.0.0.1:8080/v1"
+    )
 
     def _url(self) -> str:
         assert self.config.base_url is not None
