@@ -31,7 +31,7 @@ from rich.table import Table
 
 from routewise.backends.llama import ensure_local_models, local_backends
 from routewise.backends.router import Router
-from routewise.demo import PROMPT, SupportTicket, label_score, load_messages
+from routewise.demo import SupportTicket, load_messages, support_request
 
 
 def run(
@@ -46,17 +46,8 @@ def run(
         for arm in router.arms:
             recs = []
             for i in range(per_arm):
-                m = messages[i % len(messages)]
-
-                def score(t: SupportTicket, label: dict[str, Any] = m) -> float:
-                    return label_score(t, label)
-
-                res = router.complete_sync(
-                    SupportTicket,
-                    [{"role": "user", "content": PROMPT.format(message=m["message"])}],
-                    arms=[arm],
-                    score=score,
-                )
+                chat, score = support_request(messages[i % len(messages)])
+                res = router.complete_sync(SupportTicket, chat, arms=[arm], score=score)
                 recs.append(res.receipt)
                 bar.advance(task)
             lat = [r.outcome.latency_ms for r in recs]

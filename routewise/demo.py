@@ -49,6 +49,7 @@ __all__ = [
     "label_score",
     "load_messages",
     "run_demo",
+    "support_request",
 ]
 
 PROMPT = (
@@ -99,6 +100,29 @@ def label_score(ticket: SupportTicket, label: Mapping[str, Any]) -> float:
         bool(ticket.urgency.value == label["urgency"]),
     ]
     return sum(hits) / len(hits)
+
+
+def support_request(
+    m: Mapping[str, Any],
+) -> tuple[list[dict[str, str]], Callable[[SupportTicket], float]]:
+    """The chat messages for one labelled support message, and its ``score`` function (the
+    share of labelled fields a ticket got right) for ``Router.complete``.
+
+    Examples
+    --------
+    >>> messages, score = support_request({"message": "App crashes", "intent": "technical",
+    ...                                    "urgency": "high"})
+    >>> messages[0]["role"], "App crashes" in messages[0]["content"]
+    ('user', True)
+    >>> score(SupportTicket(intent=Intent.technical, urgency=Urgency.low, needs_human=False,
+    ...                     summary="app crash"))
+    0.5
+    """
+
+    def score(ticket: SupportTicket) -> float:
+        return label_score(ticket, m)
+
+    return [{"role": "user", "content": PROMPT.format(message=m["message"])}], score
 
 
 @dataclass
@@ -195,15 +219,9 @@ async def _route_loop(
         if done % len(order) == 0:
             rng.shuffle(order)
         m = order[done % len(order)]
-
-        def score(t: SupportTicket, label: Mapping[str, Any] = m) -> float:
-            return label_score(t, label)
-
+        chat, score = support_request(m)
         result = await router.complete(
-            SupportTicket,
-            [{"role": "user", "content": PROMPT.format(message=m["message"])}],
-            context={"message_chars": len(m["message"])},
-            score=score,
+            SupportTicket, chat, context={"message_chars": len(m["message"])}, score=score
         )
         for r in result.attempts:
             on_receipt(r)

@@ -28,7 +28,7 @@ import pytest
 
 from routewise.backends.llama import LOCAL_MODELS, ensure_local_models, local_backends
 from routewise.backends.router import Router
-from routewise.demo import PROMPT, SupportTicket, label_score, load_messages
+from routewise.demo import SupportTicket, load_messages, support_request
 from routewise.types import Mode
 
 MODELS = ("smollm2-135m", "gemma3-270m")
@@ -62,17 +62,8 @@ def test_every_real_arm_runs_end_to_end(
         for arm in router.arms:
             receipts = []
             for i in range(PER_ARM):
-                m = messages[(i * 13 + len(rows) * 7) % len(messages)]
-
-                def score(t: SupportTicket, label: dict[str, Any] = m) -> float:
-                    return label_score(t, label)
-
-                result = router.complete_sync(
-                    SupportTicket,
-                    [{"role": "user", "content": PROMPT.format(message=m["message"])}],
-                    arms=[arm],
-                    score=score,
-                )
+                chat, score = support_request(messages[(i * 13 + len(rows) * 7) % len(messages)])
+                result = router.complete_sync(SupportTicket, chat, arms=[arm], score=score)
                 r = result.receipt
                 assert r.arm == arm and len(result.attempts) == 1
                 receipts.append(r)
