@@ -385,8 +385,7 @@ class Controller:
             if self._owns_store:
                 self._store.close()
                 if new_file is not None:  # a failed construction leaves no half-made store
-                    for suffix in ("", "-wal", "-shm", ".acklog", ".lock"):
-                        Path(str(new_file) + suffix).unlink(missing_ok=True)
+                    SQLiteStore.remove_files(new_file)
             raise
 
     # ------------------------------------------------------------------ setup
@@ -1366,33 +1365,32 @@ class Controller:
         """Write the JSON-Lines trace (DESIGN.md format) to ``file``; returns lines written."""
         import json
 
+        encode = json.JSONEncoder(separators=(",", ":"), default=json_default).encode
+
+        def write(fh: IO[str]) -> int:
+            n = 0
+            for line in self._store.iter_trace(since):
+                fh.write(encode(line) + "\n")
+                n += 1
+            return n
+
         with self._lock:
             self._store.flush()
-            lines = self._store.iter_trace(since)
-            if isinstance(file, str | Path):
-                target = Path(file)
-                if target.is_dir():
-                    raise ConfigError("file", f"{str(target)!r} is a directory")
-                if not target.parent.is_dir():
-                    raise ConfigError("file", f"directory {str(target.parent)!r} does not exist")
-                tmp = target.with_name(target.name + ".tmp")
-                n = 0
-                try:
-                    with tmp.open("w", encoding="utf-8") as fh:
-                        for line in lines:
-                            fh.write(
-                                json.dumps(line, separators=(",", ":"), default=json_default) + "\n"
-                            )
-                            n += 1
-                    tmp.replace(target)  # whole file or nothing
-                except BaseException:
-                    tmp.unlink(missing_ok=True)
-                    raise
-                return n
-            n = 0
-            for line in lines:
-                file.write(json.dumps(line, separators=(",", ":"), default=json_default) + "\n")
-                n += 1
+            if not isinstance(file, str | Path):
+                return write(file)
+            target = Path(file)
+            if target.is_dir():
+                raise ConfigError("file", f"{str(target)!r} is a directory")
+            if not target.parent.is_dir():
+                raise ConfigError("file", f"directory {str(target.parent)!r} does not exist")
+            tmp = target.with_name(target.name + ".tmp")
+            try:
+                with tmp.open("w", encoding="utf-8") as fh:
+                    n = write(fh)
+                tmp.replace(target)  # whole file or nothing
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
             return n
 
     def close(self) -> None:

@@ -346,6 +346,15 @@ class SQLiteStore:
             )
             self._checkpointer.start()
 
+    FILE_SUFFIXES = ("", "-wal", "-shm", ".acklog", ".lock")
+    """The files of a store at ``path``: ``path + suffix``."""
+
+    @classmethod
+    def remove_files(cls, path: str | Path) -> None:
+        """Delete every file of the (closed) store at ``path``; missing ones are skipped."""
+        for suffix in cls.FILE_SUFFIXES:
+            Path(str(path) + suffix).unlink(missing_ok=True)
+
     def _recover_acklog(self) -> None:
         """Rows a crashed writer acknowledged but did not commit to the tables: a writer
         commits them now (and empties the acklog); a read-only store serves them from
