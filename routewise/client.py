@@ -52,8 +52,6 @@ from urllib.parse import quote
 
 import httpx
 
-from routewise.controller.core import Decision, FeedbackResult, RankedArm, Status
-from routewise.controller.guardian import GuardianEvent
 from routewise.errors import (
     ConfigError,
     FeedbackTooLate,
@@ -66,7 +64,7 @@ from routewise.errors import (
     UnknownArm,
     UnknownDecision,
 )
-from routewise.types import Arm, Outcome
+from routewise.types import Arm, Decision, FeedbackResult, GuardianEvent, Outcome, RankedArm, Status
 
 __all__ = ["DEFAULT_URL", "APIError", "AsyncClient", "Client"]
 

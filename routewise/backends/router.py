@@ -40,9 +40,9 @@ from routewise.backends.modes.tree import (
 )
 from routewise.backends.pricing import prices_for
 from routewise.backends.providers import Provider, make_provider
-from routewise.controller.core import Controller, Decision
+from routewise.controller.core import Controller
 from routewise.errors import ConfigError
-from routewise.types import Arm, Mode, Outcome, make_arms
+from routewise.types import Arm, Decision, Mode, Outcome, make_arms
 
 __all__ = ["Receipt", "RouteResult", "Router"]
 

@@ -6,13 +6,12 @@ the sidecar are thin adapters over it.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -33,7 +32,7 @@ from routewise.controller.experiments import (
     plot_confidence_sequence,
 )
 from routewise.controller.features import Featurizer
-from routewise.controller.guardian import Guardian, GuardianEvent
+from routewise.controller.guardian import Guardian
 from routewise.controller.stats import ArmStats
 from routewise.errors import (
     ConfigError,
@@ -55,7 +54,16 @@ from routewise.state.base import (
 )
 from routewise.state.memory import MemoryStore
 from routewise.state.sqlite import SQLiteStore
-from routewise.types import Arm, Outcome
+from routewise.types import (
+    Arm,
+    ArmLike,
+    Decision,
+    FeedbackResult,
+    GuardianEvent,
+    Outcome,
+    RankedArm,
+    Status,
+)
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -107,101 +115,6 @@ def _new_id() -> str:
         src.pool = os.urandom(_ID_POOL_BYTES).hex()
     src.pos = (pos + 20) % (2 * _ID_POOL_BYTES)
     return f"{time.time_ns() // 1_000_000:012x}{src.pool[pos : pos + 20]}"
-
-
-ArmLike = Arm | str | Mapping[str, Any]
-
-
-@dataclass(slots=True)
-class Decision:
-    """The result of :meth:`Controller.decide`.
-
-    ``propensity`` is the exact probability with which ``arm`` was drawn (after every
-    filter), ``probabilities`` the whole distribution over the eligible arms and ``scores``
-    the policy's per-arm scores. ``propensity_method`` is ``"monte_carlo"`` for Thompson-style
-    policies, whose distribution is a Monte-Carlo estimate that the draw then follows.
-    """
-
-    decision_id: str
-    arm: Arm
-    propensity: float
-    scores: dict[str, float]
-    probabilities: dict[str, float]
-    explored: bool
-    policy: str
-    propensity_method: str
-    ts: float
-    reward: str
-    experiment: str | None = None
-    variant: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (what the sidecar returns)."""
-        return {
-            "decision_id": self.decision_id,
-            "arm": {"id": self.arm.id, "backend": self.arm.backend, "mode": self.arm.mode.value},
-            "propensity": self.propensity,
-            # JSON has no infinity: an unbounded score (e.g. UCB1's untried arm) becomes null
-            "scores": {k: (v if math.isfinite(v) else None) for k, v in self.scores.items()},
-            "probabilities": self.probabilities,
-            "explored": self.explored,
-            "policy": self.policy,
-            "propensity_method": self.propensity_method,
-            "ts": self.ts,
-            "reward": self.reward,
-            "experiment": self.experiment,
-            "variant": self.variant,
-        }
-
-
-@dataclass(slots=True, frozen=True)
-class FeedbackResult:
-    """The result of :meth:`Controller.feedback`: the reward learned from (or, for a
-    duplicate, the reward learned the first time)."""
-
-    decision_id: str
-    arm: Arm
-    reward: float
-    duplicate: bool = False
-    defaulted: bool = False
-
-
-@dataclass(slots=True, frozen=True)
-class RankedArm:
-    """One row of :meth:`Controller.best_policy`."""
-
-    arm: Arm
-    expected_reward: float
-    uncertainty: float
-    n: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "arm": {"id": self.arm.id, "backend": self.arm.backend, "mode": self.arm.mode.value},
-            "expected_reward": self.expected_reward,
-            "uncertainty": self.uncertainty,
-            "n": self.n,
-        }
-
-
-@dataclass(slots=True)
-class Status:
-    """Per-arm counts, mean reward, validity, latency percentiles and cost."""
-
-    policy: str
-    decisions: int
-    feedbacks: int
-    pending: int
-    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "policy": self.policy,
-            "decisions": self.decisions,
-            "feedbacks": self.feedbacks,
-            "pending": self.pending,
-            "arms": self.arms,
-        }
 
 
 @dataclass(slots=True)

@@ -59,6 +59,7 @@ import numpy.typing as npt
 
 from routewise.bandits.ridge import pack_array, unpack_array
 from routewise.errors import ConfigError, UnknownArm
+from routewise.types import GuardianEvent
 
 __all__ = [
     "ArmHealth",
@@ -93,42 +94,6 @@ class Trip:
 
     reason: str
     evidence: dict[str, float]
-
-
-@dataclass(slots=True, frozen=True)
-class GuardianEvent:
-    """One state transition of one arm (also kept in the store and logged)."""
-
-    ts: float
-    arm: str
-    from_state: str
-    to_state: str
-    reason: str
-    evidence: dict[str, Any] = field(default_factory=dict)
-    source: Literal["guardian", "operator"] = "guardian"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ts": self.ts,
-            "arm": self.arm,
-            "from": self.from_state,
-            "to": self.to_state,
-            "reason": self.reason,
-            "evidence": self.evidence,
-            "source": self.source,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GuardianEvent:
-        return cls(
-            ts=float(d["ts"]),
-            arm=d["arm"],
-            from_state=d["from"],
-            to_state=d["to"],
-            reason=d["reason"],
-            evidence=dict(d.get("evidence") or {}),
-            source=d.get("source", "guardian"),
-        )
 
 
 @dataclass

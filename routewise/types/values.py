@@ -1,4 +1,4 @@
-"""Core value types: output modes, arms and outcomes.
+"""Value types: output modes, arms and outcomes.
 
 These are small immutable values on the hot path (one per decision and feedback), so they
 are slotted dataclasses that validate in ``__post_init__`` rather than pydantic models;
@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from pydantic import GetCoreSchemaHandler
+from pydantic_core import core_schema
+
 from routewise.errors import ConfigError, InvalidOutcome
 
-__all__ = ["Arm", "Mode", "Outcome", "make_arms"]
+__all__ = ["MAX_COST_USD", "MAX_LATENCY_MS", "Arm", "ArmLike", "Mode", "Outcome", "make_arms"]
 
 
 class Mode(StrEnum):
@@ -97,6 +100,37 @@ class Arm:
 
     def __str__(self) -> str:
         return self.id
+
+    def to_dict(self) -> dict[str, str]:
+        """The wire form: ``{"id", "backend", "mode"}``."""
+        return {"id": self.id, "backend": self.backend, "mode": self.mode.value}
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        """On the wire an arm is ``{"id", "backend", "mode"}``; it parses from that, an id or
+        an ``Arm`` (wire types hold it as a field)."""
+        wire = core_schema.typed_dict_schema(
+            {
+                "id": core_schema.typed_dict_field(core_schema.str_schema()),
+                "backend": core_schema.typed_dict_field(core_schema.str_schema()),
+                "mode": core_schema.typed_dict_field(
+                    core_schema.literal_schema([m.value for m in Mode])
+                ),
+            },
+            ref="Arm",
+        )
+        return core_schema.json_or_python_schema(
+            json_schema=core_schema.no_info_after_validator_function(cls.parse, wire),
+            python_schema=core_schema.no_info_plain_validator_function(cls.parse),
+            serialization=core_schema.plain_serializer_function_ser_schema(cls.to_dict),
+            metadata={"pydantic_js_functions": [lambda _s, h: h(wire)]},
+        )
+
+
+ArmLike = Arm | str | Mapping[str, Any]
+"""Anything :meth:`Arm.parse` reads: an ``Arm``, an id ``"backend/mode"`` or a mapping."""
 
 
 def make_arms(
