@@ -7,6 +7,8 @@ the context needed to act on it (the offending field, the decision id, the arm i
     ├── ConfigError              bad constructor argument or config-file value   (.field)
     ├── InvalidContext           a context the featurizer cannot use             (.key)
     ├── InvalidOutcome           an outcome with a bad field                     (.field)
+    │   ├── UnknownExperiment    an experiment name never created                (.name)
+    │   └── ExperimentConflict   a lifecycle step the experiment's state forbids (.name)
     ├── UnknownArm               an arm id that is not registered                (.arm_id)
     ├── NoEligibleArms           an empty eligible arm set
     ├── UnknownDecision          feedback for a decision id never issued         (.decision_id)
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "ExperimentConflict",
     "FeedbackTooLate",
     "InvalidContext",
     "InvalidOutcome",
@@ -41,6 +44,7 @@ __all__ = [
     "StateError",
     "UnknownArm",
     "UnknownDecision",
+    "UnknownExperiment",
 ]
 
 
@@ -55,6 +59,31 @@ class ConfigError(RoutewiseError, ValueError):
         self.field = field
         self.reason = reason
         super().__init__(f"{field}: {reason}")
+
+
+class UnknownExperiment(ConfigError):
+    """An experiment name that was never created (a :class:`ConfigError` on field ``name``).
+
+    Examples
+    --------
+    >>> str(UnknownExperiment("ls", ["a", "b"]))
+    "name: no experiment 'ls' (known: ['a', 'b'])"
+    """
+
+    def __init__(self, name: str, known: list[str] | None = None) -> None:
+        self.name = name
+        self.known = sorted(known or [])
+        super().__init__("name", f"no experiment {name!r} (known: {self.known})")
+
+
+class ExperimentConflict(ConfigError):
+    """A lifecycle step that the experiment's current state forbids (starting a second
+    experiment, stopping a draft, reading the statistics of an aborted one…): a
+    :class:`ConfigError` whose ``field`` names what conflicts (usually ``status``)."""
+
+    def __init__(self, name: str, field: str, reason: str) -> None:
+        self.name = name
+        super().__init__(field, reason)
 
 
 class InvalidContext(RoutewiseError, ValueError):
