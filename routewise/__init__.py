@@ -12,17 +12,10 @@ True
 
 from routewise.backends.router import Receipt, Router, RouteResult
 from routewise.client import APIError, AsyncClient, Client
-from routewise.controller import (
-    Controller,
-    Decision,
-    FeedbackResult,
-    Guardian,
-    GuardianEvent,
-    RankedArm,
-    Status,
-)
+from routewise.controller import Controller, Guardian
 from routewise.errors import (
     ConfigError,
+    ExperimentConflict,
     FeedbackTooLate,
     InvalidContext,
     InvalidOutcome,
@@ -32,19 +25,33 @@ from routewise.errors import (
     StateError,
     UnknownArm,
     UnknownDecision,
+    UnknownExperiment,
 )
-from routewise.types import Arm, Mode, Outcome, make_arms
+from routewise.types import (
+    Arm,
+    ArmStats,
+    Decision,
+    FeedbackResult,
+    GuardianEvent,
+    Mode,
+    Outcome,
+    RankedArm,
+    Status,
+    make_arms,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "APIError",
     "Arm",
+    "ArmStats",
     "AsyncClient",
     "Client",
     "ConfigError",
     "Controller",
     "Decision",
+    "ExperimentConflict",
     "FeedbackResult",
     "FeedbackTooLate",
     "Guardian",
@@ -64,6 +71,7 @@ __all__ = [
     "Status",
     "UnknownArm",
     "UnknownDecision",
+    "UnknownExperiment",
     "__version__",
     "make_arms",
 ]

@@ -237,65 +237,21 @@ def _policy_params(
 
 
 # ----------------------------------------------------------------- responses
-def _inf(x: float | None) -> float:
-    return math.inf if x is None else float(x)
-
-
-def _arm(d: Mapping[str, Any]) -> Arm:
-    return Arm(d["backend"], d["mode"])
-
-
-def _decision(d: Mapping[str, Any]) -> Decision:
-    return Decision(
-        decision_id=d["decision_id"],
-        arm=_arm(d["arm"]),
-        propensity=float(d["propensity"]),
-        scores={k: _inf(v) for k, v in d["scores"].items()},
-        probabilities={k: float(v) for k, v in d["probabilities"].items()},
-        explored=bool(d["explored"]),
-        policy=d["policy"],
-        propensity_method=d["propensity_method"],
-        ts=float(d["ts"]),
-        reward=d["reward"],
-        experiment=d.get("experiment"),
-        variant=d.get("variant"),
-    )
-
-
-def _feedback(d: Mapping[str, Any]) -> FeedbackResult:
-    return FeedbackResult(
-        decision_id=d["decision_id"],
-        arm=_arm(d["arm"]),
-        reward=float(d["reward"]),
-        duplicate=bool(d["duplicate"]),
-        defaulted=bool(d["defaulted"]),
-    )
+# Answers are parsed by the wire types themselves (routewise.types.wire): one schema per type,
+# shared with the library and the server.
+_decision = Decision.from_dict
+_feedback = FeedbackResult.from_dict
 
 
 def _ranked(rows: Iterable[Mapping[str, Any]]) -> list[RankedArm]:
-    return [
-        RankedArm(
-            _arm(r["arm"]),
-            math.nan if r["expected_reward"] is None else float(r["expected_reward"]),
-            _inf(r["uncertainty"]),
-            int(r["n"]),
-        )
-        for r in rows
-    ]
+    return [RankedArm.from_dict(r) for r in rows]
 
 
-def _status(d: Mapping[str, Any]) -> Status:
-    return Status(
-        policy=d["policy"],
-        decisions=int(d["decisions"]),
-        feedbacks=int(d["feedbacks"]),
-        pending=int(d["pending"]),
-        arms=dict(d["arms"]),
-    )
+_status = Status.from_dict
 
 
 def _events(rows: Iterable[Mapping[str, Any]]) -> list[GuardianEvent]:
-    return [GuardianEvent.from_dict(dict(r)) for r in rows]
+    return [GuardianEvent.from_dict(r) for r in rows]
 
 
 def _strip(prefix: str, field: str | None, default: str) -> str:

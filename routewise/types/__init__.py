@@ -10,6 +10,17 @@
 This package imports only :mod:`routewise.errors` (and pydantic); everything else imports it.
 """
 
+from routewise.types.experiments import (
+    GUARDRAILS,
+    Comparison,
+    ExperimentReport,
+    ExperimentSpec,
+    ExperimentStatus,
+    Guardrails,
+    VariantReport,
+    VariantSpec,
+    assign,
+)
 from routewise.types.values import (
     MAX_COST_USD,
     MAX_LATENCY_MS,
@@ -37,16 +48,22 @@ from routewise.types.wire import (
 )
 
 __all__ = [
+    "GUARDRAILS",
     "MAX_COST_USD",
     "MAX_LATENCY_MS",
     "Arm",
     "ArmLike",
     "ArmStats",
+    "Comparison",
     "Decision",
     "ErrorBody",
+    "ExperimentReport",
+    "ExperimentSpec",
+    "ExperimentStatus",
     "FeedbackResult",
     "GuardianEvent",
     "GuardianHealth",
+    "Guardrails",
     "HealthState",
     "Mode",
     "OperatorResult",
@@ -55,7 +72,10 @@ __all__ = [
     "RankedArm",
     "ServiceHealth",
     "Status",
+    "VariantReport",
+    "VariantSpec",
     "Wire",
     "WireFloat",
+    "assign",
     "make_arms",
 ]

@@ -31,7 +31,6 @@ from routewise.backends.base import Constraint, ErrorCategory, ModeResult
 from routewise.backends.modes.tree import (
     ListNode,
     ObjectNode,
-    OptionalNode,
     SchemaNode,
     compile_schema,
     unwrap_optional,
@@ -315,8 +314,3 @@ def schema_name(schema: type[BaseModel]) -> str:
     """
     name = re.sub(r"[^A-Za-z0-9_-]+", "_", schema.__name__).strip("_")[:64]
     return name or "schema"
-
-
-def is_optional(node: SchemaNode) -> bool:
-    """Whether ``node`` accepts ``None``."""
-    return isinstance(node, OptionalNode)

@@ -207,16 +207,8 @@ def _convert_plain(
     if isinstance(node.get("enum"), list) and None in node["enum"]:
         node = {**node, "enum": [v for v in node["enum"] if v is not None]}
         nullable = True
-    if raw_type not in _TYPES:
-        if "properties" in node:
-            raw_type = "object"
-        elif "items" in node or "prefixItems" in node:
-            raw_type = "array"
-        elif isinstance(node.get("enum"), list) and all(isinstance(v, str) for v in node["enum"]):
-            raw_type = "string"
-        else:
-            raw_type = None
-    gtype = raw_type.upper() if isinstance(raw_type, str) else None
+    json_type = _json_type(node, raw_type)
+    gtype = json_type.upper() if json_type is not None else None
     if gtype is not None:
         out["type"] = gtype
     elif not allow_untyped:
@@ -258,6 +250,19 @@ def _convert_plain(
     if nullable:
         out["nullable"] = True
     return out
+
+
+def _json_type(node: dict[str, Any], declared: Any) -> str | None:
+    """The node's JSON type: the declared one, else the one its keywords imply, else None."""
+    if declared in _TYPES:
+        return str(declared)
+    if "properties" in node:
+        return "object"
+    if "items" in node or "prefixItems" in node:
+        return "array"
+    if isinstance(node.get("enum"), list) and all(isinstance(v, str) for v in node["enum"]):
+        return "string"
+    return None
 
 
 def _camel(key: str) -> str:
