@@ -174,6 +174,122 @@ def run_controller(
     }
 
 
+def detection_table(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    """1. Detection delay: measure, print, return the results."""
+    t0 = time.perf_counter()
+    delay_rows = {}
+    for kind in ("latency_x2", "validity_-20pt"):
+        delays = [detection_delay(kind, s, args.warmup) for s in range(args.seeds)]
+        found = [d for d in delays if d is not None and d > 0]
+        delay_rows[kind] = {
+            "delays": delays,
+            "median": statistics.median(found) if found else None,
+            "p90": float(np.percentile(found, 90)) if found else None,
+            "max": max(found) if found else None,
+            "missed": sum(d is None for d in delays),
+            "false_alarms_in_warmup": sum(d == -1 for d in delays),
+        }
+    table = Table(
+        title=f"1. Detection delay (requests on the affected arm; {args.seeds} seeds, {args.warmup} healthy first)"
+    )
+    for col in ("change", "median", "p90", "max", "missed", "false alarms in warm-up", "goal"):
+        table.add_column(col, justify="right" if col != "change" else "left")
+    for kind, row in delay_rows.items():
+        table.add_row(
+            kind,
+            str(row["median"]),
+            f"{row['p90']:.0f}" if row["p90"] else "–",
+            str(row["max"]),
+            str(row["missed"]),
+            str(row["false_alarms_in_warmup"]),
+            "median ≤ 150",
+        )
+    console.print(table)
+    console.print(f"[dim]{time.perf_counter() - t0:.1f} s[/]")
+    return delay_rows
+
+
+def false_quarantine_table(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    """2. False quarantines on a stationary environment: measure, print, return."""
+    t0 = time.perf_counter()
+    total_q, total_n = 0, 0
+    per_seed = []
+    for s in range(args.stationary_seeds):
+        res = run_controller(s, args.stationary_rounds, guardian=True)
+        per_seed.append(res["quarantines"])
+        total_q += res["quarantines"]
+        total_n += args.stationary_rounds
+    rate = total_q / total_n * 100_000
+    table = Table(
+        title="2. False quarantines, stationary 12-arm environment (Controller, default policy)"
+    )
+    for col in ("decisions", "quarantines", "per 100k decisions", "goal"):
+        table.add_column(col, justify="right")
+    table.add_row(f"{total_n:,}", str(total_q), f"{rate:.2f}", "≤ 1")
+    console.print(table)
+    console.print(f"[dim]{time.perf_counter() - t0:.1f} s[/]")
+    return {"per_seed": per_seed, "decisions": total_n, "per_100k": rate}
+
+
+def regret_table(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    """3. Regret after a degradation, with and without the Guardian: measure, print, return."""
+    t0 = time.perf_counter()
+    rounds = args.change_at + args.after
+    with_g: list[float] = []
+    without_g: list[float] = []
+    base_on: list[float] = []
+    base_off: list[float] = []
+    tripped = 0
+    for s in range(args.seeds):
+        # the same seeds without any degradation: the policy's own exploration regret
+        for flag, acc in ((True, base_on), (False, base_off)):
+            res = run_controller(s, rounds, flag, args.change_at, args.after, degrade=False)
+            acc.append(res["regret_after"])
+        a = run_controller(
+            s, rounds, True, args.change_at, args.after, args.drop, args.latency_mult
+        )
+        b = run_controller(
+            s, rounds, False, args.change_at, args.after, args.drop, args.latency_mult
+        )
+        with_g.append(a["regret_after"])
+        without_g.append(b["regret_after"])
+        tripped += int(a["tripped_best"])
+    ratio = float(np.mean(with_g) / np.mean(without_g)) if np.mean(without_g) > 0 else float("nan")
+    excess_on = float(np.mean(with_g) - np.mean(base_on))
+    excess_off = float(np.mean(without_g) - np.mean(base_off))
+    excess_ratio = excess_on / excess_off if excess_off > 0 else float("nan")
+    table = Table(
+        title=f"3. Regret over the {args.after} rounds after the preferred arm degrades ({args.seeds} seeds)"
+    )
+    for col in ("policy", "Guardian", "mean regret", "sd", "ratio", "goal"):
+        table.add_column(col, justify="right" if col not in ("policy", "Guardian") else "left")
+    table.add_row(
+        "default", "on", f"{np.mean(with_g):.1f}", f"{np.std(with_g):.1f}", f"{ratio:.2f}", "≤ 0.50"
+    )
+    table.add_row(
+        "default", "off", f"{np.mean(without_g):.1f}", f"{np.std(without_g):.1f}", "1.00", ""
+    )
+    console.print(table)
+    console.print(
+        f"same seeds without a degradation: regret {np.mean(base_on):.1f} (Guardian on) / "
+        f"{np.mean(base_off):.1f} (off) — the policy's own exploration cost. Excess regret caused "
+        f"by the degradation: {excess_on:.1f} with vs {excess_off:.1f} without the Guardian "
+        f"(ratio {excess_ratio:.2f})."
+    )
+    console.print(
+        f"degraded arm quarantined in {tripped}/{args.seeds} seeds; [dim]{time.perf_counter() - t0:.1f} s[/]"
+    )
+    return {
+        "no_degradation_with_guardian": base_on,
+        "no_degradation_without_guardian": base_off,
+        "excess_ratio": excess_ratio,
+        "with_guardian": with_g,
+        "without_guardian": without_g,
+        "ratio_of_means": ratio,
+        "degraded_arm_quarantined_in_seeds": tripped,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -201,113 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logs()
     console = Console()
     results: dict[str, Any] = {"config": vars(args), "environment": environment()}
-
-    # 1. detection delay
-    t0 = time.perf_counter()
-    delay_rows = {}
-    for kind in ("latency_x2", "validity_-20pt"):
-        delays = [detection_delay(kind, s, args.warmup) for s in range(args.seeds)]
-        found = [d for d in delays if d is not None and d > 0]
-        delay_rows[kind] = {
-            "delays": delays,
-            "median": statistics.median(found) if found else None,
-            "p90": float(np.percentile(found, 90)) if found else None,
-            "max": max(found) if found else None,
-            "missed": sum(d is None for d in delays),
-            "false_alarms_in_warmup": sum(d == -1 for d in delays),
-        }
-    results["detection"] = delay_rows
-    table = Table(
-        title=f"1. Detection delay (requests on the affected arm; {args.seeds} seeds, {args.warmup} healthy first)"
-    )
-    for col in ("change", "median", "p90", "max", "missed", "false alarms in warm-up", "goal"):
-        table.add_column(col, justify="right" if col != "change" else "left")
-    for kind, row in delay_rows.items():
-        table.add_row(
-            kind,
-            str(row["median"]),
-            f"{row['p90']:.0f}" if row["p90"] else "–",
-            str(row["max"]),
-            str(row["missed"]),
-            str(row["false_alarms_in_warmup"]),
-            "median ≤ 150",
-        )
-    console.print(table)
-    console.print(f"[dim]{time.perf_counter() - t0:.1f} s[/]")
-
-    # 2. false quarantines on a stationary environment
-    t0 = time.perf_counter()
-    total_q, total_n = 0, 0
-    per_seed = []
-    for s in range(args.stationary_seeds):
-        res = run_controller(s, args.stationary_rounds, guardian=True)
-        per_seed.append(res["quarantines"])
-        total_q += res["quarantines"]
-        total_n += args.stationary_rounds
-    rate = total_q / total_n * 100_000
-    results["false_quarantines"] = {"per_seed": per_seed, "decisions": total_n, "per_100k": rate}
-    table = Table(
-        title="2. False quarantines, stationary 12-arm environment (Controller, default policy)"
-    )
-    for col in ("decisions", "quarantines", "per 100k decisions", "goal"):
-        table.add_column(col, justify="right")
-    table.add_row(f"{total_n:,}", str(total_q), f"{rate:.2f}", "≤ 1")
-    console.print(table)
-    console.print(f"[dim]{time.perf_counter() - t0:.1f} s[/]")
-
-    # 3. regret after a degradation, with and without the Guardian
-    t0 = time.perf_counter()
-    rounds = args.change_at + args.after
-    with_g, without_g, tripped = [], [], 0
-    base_on, base_off = [], []
-    for s in range(args.seeds):
-        # the same seeds without any degradation: the policy's own exploration regret
-        for flag, acc in ((True, base_on), (False, base_off)):
-            res = run_controller(s, rounds, flag, args.change_at, args.after, degrade=False)
-            acc.append(res["regret_after"])
-        a = run_controller(
-            s, rounds, True, args.change_at, args.after, args.drop, args.latency_mult
-        )
-        b = run_controller(
-            s, rounds, False, args.change_at, args.after, args.drop, args.latency_mult
-        )
-        with_g.append(a["regret_after"])
-        without_g.append(b["regret_after"])
-        tripped += int(a["tripped_best"])
-    ratio = float(np.mean(with_g) / np.mean(without_g)) if np.mean(without_g) > 0 else float("nan")
-    excess_on = float(np.mean(with_g) - np.mean(base_on))
-    excess_off = float(np.mean(without_g) - np.mean(base_off))
-    excess_ratio = excess_on / excess_off if excess_off > 0 else float("nan")
-    results["regret_after_degradation"] = {
-        "no_degradation_with_guardian": base_on,
-        "no_degradation_without_guardian": base_off,
-        "excess_ratio": excess_ratio,
-        "with_guardian": with_g,
-        "without_guardian": without_g,
-        "ratio_of_means": ratio,
-        "degraded_arm_quarantined_in_seeds": tripped,
-    }
-    table = Table(
-        title=f"3. Regret over the {args.after} rounds after the preferred arm degrades ({args.seeds} seeds)"
-    )
-    for col in ("policy", "Guardian", "mean regret", "sd", "ratio", "goal"):
-        table.add_column(col, justify="right" if col not in ("policy", "Guardian") else "left")
-    table.add_row(
-        "default", "on", f"{np.mean(with_g):.1f}", f"{np.std(with_g):.1f}", f"{ratio:.2f}", "≤ 0.50"
-    )
-    table.add_row(
-        "default", "off", f"{np.mean(without_g):.1f}", f"{np.std(without_g):.1f}", "1.00", ""
-    )
-    console.print(table)
-    console.print(
-        f"same seeds without a degradation: regret {np.mean(base_on):.1f} (Guardian on) / "
-        f"{np.mean(base_off):.1f} (off) — the policy's own exploration cost. Excess regret caused "
-        f"by the degradation: {excess_on:.1f} with vs {excess_off:.1f} without the Guardian "
-        f"(ratio {excess_ratio:.2f})."
-    )
-    console.print(
-        f"degraded arm quarantined in {tripped}/{args.seeds} seeds; [dim]{time.perf_counter() - t0:.1f} s[/]"
-    )
+    results["detection"] = detection_table(args, console)
+    results["false_quarantines"] = false_quarantine_table(args, console)
+    results["regret_after_degradation"] = regret_table(args, console)
     path = write_json("guardian", results, args.out)
     console.print(f"results written to {path}")
     return 0

@@ -3,8 +3,10 @@ exact propensities under filtering."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +14,13 @@ import structlog
 from scipy import stats
 
 import routewise as rw
-from routewise.controller.guardian import ErrorBurstCheck, LatencyCheck, ValidityCheck
+from routewise.controller.guardian import (
+    ArmHealth,
+    ErrorBurstCheck,
+    LatencyCheck,
+    ProbeWindow,
+    ValidityCheck,
+)
 
 ARMS = rw.make_arms(["openai:gpt-5.4", "gemini:flash"], ["direct_emit", "local_reconstructed"])
 IDS = [a.id for a in ARMS]
@@ -398,3 +406,130 @@ def test_cap_reached_reports_each_error_burst_once() -> None:
         )
     assert [e.reason for e in capped] == ["error_burst:cap_reached"] * 2
     assert all(e.to_state == "healthy" for e in capped)
+
+
+# ------------------------------------------------------------------ probe verdicts
+def latency_tolerant_guardian(ratio: float) -> rw.Guardian:
+    """An arm guarded by ``LatencyCheck(ratio=ratio)``, the other checks default."""
+    return guardian(checks=[ErrorBurstCheck(), LatencyCheck(ratio=ratio), ValidityCheck()])
+
+
+def degrade_then_probe(
+    g: rw.Guardian, probe_latency: float, cycles: int
+) -> tuple[rw.GuardianEvent, list[rw.GuardianEvent]]:
+    """Baseline at 100 ms, degrade to 250 ms (2.5×) until quarantined, then up to ``cycles``
+    probe windows (each opened by ``tick`` at the cooldown's end) at ``probe_latency``;
+    stops once the arm is healthy. Returns the trip and every later transition."""
+    arm = IDS[0]
+    rng = np.random.default_rng(11)
+    assert feed(g, arm, 300, rng=rng) == []
+    trip, *rest = feed(g, arm, 300, latency=250.0, t0=300, rng=rng)
+    assert rest == []  # a quarantined arm's outcomes move nothing
+    events: list[rw.GuardianEvent] = []
+    for _ in range(cycles):
+        now = g.arm_health(arm).until
+        events += g.tick(now)
+        assert g.state(arm) == "probing"
+        events += feed(g, arm, 10, latency=probe_latency, t0=now, rng=rng)  # probe_n = 10
+        if g.state(arm) == "healthy":
+            break
+    return trip, events
+
+
+def test_probe_window_judged_with_configured_latency_ratio() -> None:
+    """With LatencyCheck(ratio=2.0) an arm that degraded to 2.5× and probes at 1.49× its
+    baseline is back within the configured limit: it leaves quarantine through probing."""
+    g = latency_tolerant_guardian(2.0)
+    trip, events = degrade_then_probe(g, probe_latency=149.0, cycles=1)
+    assert (trip.to_state, trip.reason) == ("quarantined", "latency")
+    assert trip.evidence["ratio"] > 2.0
+    assert [(e.from_state, e.to_state, e.reason) for e in events] == [
+        ("quarantined", "probing", "cooldown_elapsed"),
+        ("probing", "healthy", "probe_passed"),
+    ]
+    assert 1.2 < events[-1].evidence["latency_ratio"] < 2.0
+    assert g.state(IDS[0]) == "healthy"
+
+
+def test_probe_window_still_degraded_under_configured_ratio_stays_out() -> None:
+    """The same arm probing at 2.5× never comes back; every probe window fails (backoff)."""
+    g = latency_tolerant_guardian(2.0)
+    _, events = degrade_then_probe(g, probe_latency=250.0, cycles=5)
+    assert all(e.to_state != "healthy" for e in events)
+    failed = [e for e in events if e.from_state == "probing"]
+    assert len(failed) == 5
+    assert all(e.to_state == "quarantined" and "latency" in e.reason for e in failed)
+    assert [e.evidence["cooldown_s"] for e in failed] == [120.0, 240.0, 480.0, 960.0, 1920.0]
+    assert g.state(IDS[0]) == "quarantined"
+
+
+def test_probe_window_default_latency_ratio_unchanged() -> None:
+    """With the default LatencyCheck (1.2×) a window at 1.49× still fails — at the window's
+    end (no fail-fast trip), by the latency check's verdict."""
+    g = guardian()
+    _, events = degrade_then_probe(g, probe_latency=149.0, cycles=1)
+    assert [(e.from_state, e.to_state, e.reason) for e in events] == [
+        ("quarantined", "probing", "cooldown_elapsed"),
+        ("probing", "quarantined", "probe_failed"),
+    ]
+    ev = events[-1].evidence
+    assert ev["probe_n"] == 10 and ev["latency_ratio_limit"] == 1.2
+    assert ev["latency_ratio"] > 1.2
+    assert "validity_shortfall_limit" not in ev and "error_rate_limit" not in ev
+
+
+def test_probe_verdict_of_each_check_uses_its_thresholds() -> None:
+    def window(**kw: Any) -> ProbeWindow:
+        return ProbeWindow.of(ArmHealth(base_ready=True, probe_n=20, **kw))
+
+    slow = window(probe_valid=20, probe_loglat_sum=20 * math.log(1.5), probe_exp_valid_sum=18.0)
+    assert LatencyCheck().probe_verdict(slow) is not None
+    assert LatencyCheck(ratio=1.6).probe_verdict(slow) is None
+    # expected 0.9, observed 0.7: a shortfall of 0.2
+    worse = window(probe_valid=14, probe_valid_resid_sum=-4.0, probe_exp_valid_sum=18.0)
+    assert ValidityCheck().probe_verdict(worse) is not None
+    assert ValidityCheck(ratio=0.7).probe_verdict(worse) is None
+    erring = window(probe_errors=6, probe_valid=14, probe_exp_valid_sum=18.0)
+    assert ErrorBurstCheck().probe_verdict(erring) is None
+    assert ErrorBurstCheck(rate=0.3).probe_verdict(erring) is not None
+    all_errors = window(probe_errors=20, probe_exp_valid_sum=18.0)
+    assert LatencyCheck(ratio=5.0).probe_verdict(all_errors) is not None  # no latency to judge
+
+
+def test_only_configured_checks_judge_a_probe_window() -> None:
+    """Without a latency check, latency does not keep an arm out."""
+    g = guardian(checks=[ErrorBurstCheck()])
+    arm = IDS[0]
+    feed(g, arm, 100)
+    feed(g, arm, 5, error="timeout", t0=100)
+    g.tick(g.arm_health(arm).until)
+    ev = feed(g, arm, 10, latency=300.0, t0=1000)
+    assert [e.reason for e in ev] == ["probe_passed"] and ev[0].evidence["latency_ratio"] == 3.0
+
+
+# ------------------------------------------------------------------ pure state queries
+def test_state_at_predicts_tick_without_changing_anything() -> None:
+    g = guardian()
+    feed(g, IDS[0], 100)
+    feed(g, IDS[0], 5, error="timeout", t0=100)  # tripped at ts 104: until 164
+    g.quarantine(IDS[1], ts=110.0, until=200.0)
+    g.quarantine(IDS[2], ts=110.0, until=150.0)
+    g.pin(IDS[2], ts=111.0)  # pinned, its quarantine still running underneath
+    g.quarantine(IDS[3], ts=112.0)  # until released
+    expected = {
+        120.0: ["quarantined", "quarantined", "pinned", "quarantined"],
+        164.0: ["probing", "quarantined", "pinned", "quarantined"],
+        1e9: ["probing", "probing", "pinned", "quarantined"],
+    }
+    for now, states in expected.items():
+        before = json.dumps(g.to_state(), sort_keys=True)
+        health_before = g.health()
+        predicted = g.states(IDS, now)
+        assert predicted == {a: g.state_at(a, now) for a in IDS}
+        assert list(predicted.values()) == states
+        assert json.dumps(g.to_state(), sort_keys=True) == before
+        assert g.health() == health_before
+        g.tick(now)
+        assert {a: g.state(a) for a in IDS} == predicted
+    with pytest.raises(rw.UnknownArm):
+        g.state_at("nope:x/direct_emit", 0.0)

@@ -316,6 +316,92 @@ def _category(key: str, value: Any, rec: _Cat | None) -> str:
     raise InvalidContext(key, f"expected a string (categorical feature{origin}), {_got(value)}")
 
 
+def _keys(context: Mapping[str, Any]) -> list[Any]:
+    """The keys of a context, sorted (as given when they do not sort); raises for a
+    context that is not a mapping."""
+    if type(context) is not dict and not isinstance(context, Mapping):
+        raise InvalidContext(
+            "<context>", f"must be a mapping of feature name to value, {_got(context)}"
+        )
+    try:
+        return sorted(context)
+    except TypeError:
+        return list(context)  # mixed key types: the caller names the first bad one
+
+
+def _vector(dim: int, cols: list[int], vals: list[float]) -> FloatArray:
+    """The ``dim``-long vector: bias 1, ``vals`` at ``cols``, zeros elsewhere."""
+    out = np.zeros(dim)
+    out[0] = 1.0
+    for col, z in zip(cols, vals, strict=True):
+        out[col] = z
+    return out
+
+
+# ------------------------------------------------------------------ new columns
+class _Growth:
+    """The columns, records and categorical values one context adds, pending until the
+    whole context has been validated (:meth:`commit`). Created only for a context with a
+    key or value not seen before."""
+
+    __slots__ = ("dim", "max_dim", "names", "recs", "values")
+
+    def __init__(self, dim: int, max_dim: int) -> None:
+        self.dim = dim
+        self.max_dim = max_dim
+        self.names: list[str] = []
+        self.recs: list[tuple[str, _Rec]] = []
+        self.values: list[tuple[_Cat, str, int]] = []
+
+    def column(self, name: str) -> int:
+        """The next free column, for ``name``; -1 when the vector is at ``max_dim``."""
+        col = self.dim
+        if col >= self.max_dim:
+            return -1
+        self.dim = col + 1
+        self.names.append(name)
+        return col
+
+    def value(self, key: str, s: str, rec: _Cat) -> int:
+        """The column of a categorical value without one: a new column while the key's
+        vocabulary may grow and there is room, else the key's ``__other__`` (or -1)."""
+        col = self.column(f"{key}={s}") if not rec.fixed and s != OTHER else -1
+        if col < 0:
+            return rec.other
+        self.values.append((rec, s, col))
+        return col
+
+    def first_seen(self, key: str, value: Any, learn: bool, standardize: bool) -> tuple[int, float]:
+        """A key without a record: typed and validated; when learning, given its record (and
+        columns while there is room). Returns its entry in the vector (column -1: none)."""
+        kind = _kind_of(key, value)
+        if kind == "numeric":
+            x = _number(key, value, None, 0)
+            if not learn:
+                return -1, 0.0
+            col = self.column(key)
+            self.recs.append((key, _Num(col, 0, None, False, (1, x, 0.0))))
+            # one value: variance 0, so standardized value 0
+            return col, 0.0 if standardize else x
+        if not learn:
+            return -1, 0.0
+        if kind == "boolean":
+            col = self.column(key)
+            self.recs.append((key, _Bool(col, False)))
+            return (col, 1.0) if value else (-1, 0.0)
+        cat = _Cat(self.column(f"{key}={OTHER}"), {}, False, False)
+        self.recs.append((key, cat))
+        return self.value(key, str(value), cat), 1.0
+
+    def commit(self, recs: dict[str, _Rec], names: list[str]) -> None:
+        """Apply the pending changes (to a featurizer's records and column names)."""
+        for key, new in self.recs:
+            recs[key] = new
+        for cat, s, col in self.values:
+            cat.cols[s] = col
+        names.extend(self.names)
+
+
 # ----------------------------------------------------------------- featurizer
 class Featurizer:
     """Context mapping → ``float64`` feature vector (bias first), learned online.
@@ -455,26 +541,16 @@ class Featurizer:
 
     # ------------------------------------------------------------------ algorithm
     def _run(self, context: Mapping[str, Any], learn: bool, build: bool) -> FloatArray | None:
-        if type(context) is not dict and not isinstance(context, Mapping):
-            raise InvalidContext(
-                "<context>", f"must be a mapping of feature name to value, {_got(context)}"
-            )
-        try:
-            keys = sorted(context)
-        except TypeError:
-            keys = list(context)  # mixed key types: the loop below names the first bad one
+        keys = _keys(context)
         recs = self._recs
-        dim = len(self._names)
-        max_dim = self.max_dim
         standardize = self.standardize
-        out_cols: list[int] = []
+        out_cols: list[int] = []  # the vector's non-zero entries
         out_vals: list[float] = []
         # Pending mutations, applied only once the whole context has been validated.
         new_stats: list[tuple[_Num, tuple[int, float, float]]] = []
-        new_values: list[tuple[_Cat, str, int]] = []
-        new_recs: list[tuple[str, _Rec]] = []
-        new_names: list[str] = []
-
+        grow: _Growth | None = None  # new columns, records, categorical values
+        # (known numeric keys and known values are handled inline, as the common case:
+        # a call per key would cost more than the work itself)
         for key in keys:
             if type(key) is not str or not key:
                 raise InvalidContext(
@@ -484,9 +560,8 @@ class Featurizer:
             if value is None:
                 continue
             rec = recs.get(key)
-            tv = type(value)
-
             if type(rec) is _Num:
+                tv = type(value)
                 transform = rec.transform
                 if tv is float and transform == 0:
                     x = value
@@ -502,7 +577,7 @@ class Featurizer:
                 else:
                     x = _number(key, value, rec, transform)
                 n, mean, m2 = rec.stats
-                if learn:
+                if learn:  # Welford, with the value first
                     n += 1
                     delta = x - mean
                     mean += delta / n
@@ -511,114 +586,34 @@ class Featurizer:
                         raise InvalidContext(key, f"value too large to standardize, got {x!r}")
                     new_stats.append((rec, (n, mean, m2)))
                 col = rec.col
-                if col >= 0:
-                    if standardize:
-                        if m2 > 0.0:
-                            z = (x - mean) / math.sqrt(m2 / n)
-                            c = rec.zclip
-                            if z > c:
-                                z = c
-                            elif z < -c:
-                                z = -c
-                        else:
-                            z = 0.0
-                    else:
-                        z = x
-                        if rec.clip is not None:
-                            c = rec.clip
-                            if z > c:
-                                z = c
-                            elif z < -c:
-                                z = -c
-                    out_cols.append(col)
-                    out_vals.append(z)
-
-            elif type(rec) is _Cat:
-                s = value if tv is str else _category(key, value, rec)
-                col = rec.cols.get(s, -1)
-                if col < 0:
-                    if learn and not rec.fixed and s != OTHER and dim < max_dim:
-                        col = dim
-                        dim += 1
-                        new_values.append((rec, s, col))
-                        new_names.append(f"{key}={s}")
-                    else:
-                        col = rec.other
-                if col >= 0:
-                    out_cols.append(col)
-                    out_vals.append(1.0)
-
-            elif type(rec) is _Bool:
-                b = _bool_value(key, value, rec)
-                if rec.col >= 0:
-                    out_cols.append(rec.col)
-                    out_vals.append(b)
-
-            else:  # a key seen for the first time
-                kind = _kind_of(key, value)
-                if kind == "numeric":
-                    x = _number(key, value, None, 0)
-                    if not learn:
-                        continue
-                    col = -1
-                    if dim < max_dim:
-                        col = dim
-                        dim += 1
-                        new_names.append(key)
-                    new_recs.append((key, _Num(col, 0, None, False, (1, x, 0.0))))
-                    if col >= 0:  # one value: variance 0, so standardized value 0
-                        out_cols.append(col)
-                        out_vals.append(0.0 if standardize else x)
-                elif kind == "boolean":
-                    if not learn:
-                        continue
-                    col = -1
-                    if dim < max_dim:
-                        col = dim
-                        dim += 1
-                        new_names.append(key)
-                    new_recs.append((key, _Bool(col, False)))
-                    if col >= 0 and value:
-                        out_cols.append(col)
-                        out_vals.append(1.0)
+                if standardize:
+                    z = (x - mean) / math.sqrt(m2 / n) if m2 > 0.0 else 0.0
+                    c = rec.zclip
                 else:
-                    if not learn:
-                        continue
-                    s = str(value)
-                    other = -1
-                    if dim < max_dim:
-                        other = dim
-                        dim += 1
-                        new_names.append(f"{key}={OTHER}")
-                    cat = _Cat(other, {}, False, False)
-                    new_recs.append((key, cat))
-                    col = other
-                    if s != OTHER and dim < max_dim:
-                        col = dim
-                        dim += 1
-                        new_values.append((cat, s, col))
-                        new_names.append(f"{key}={s}")
-                    if col >= 0:
-                        out_cols.append(col)
-                        out_vals.append(1.0)
-
-        # Commit: nothing above raised, so the whole context is valid.
-        if learn:
+                    z, c = x, rec.clip if rec.clip is not None else math.inf
+                z = c if z > c else -c if z < -c else z
+            elif type(rec) is _Cat:
+                s = value if type(value) is str else _category(key, value, rec)
+                col, z = rec.cols.get(s, -1), 1.0
+                if col < 0 and learn:
+                    grow = grow or _Growth(len(self._names), self.max_dim)
+                    col = grow.value(key, s, rec)
+                elif col < 0:
+                    col = rec.other
+            elif type(rec) is _Bool:
+                col, z = rec.col, _bool_value(key, value, rec)
+            else:
+                grow = grow or _Growth(len(self._names), self.max_dim)
+                col, z = grow.first_seen(key, value, learn, standardize)
+            if col >= 0:
+                out_cols.append(col)
+                out_vals.append(z)
+        if learn:  # nothing above raised, so the whole context is valid
             for num, stats in new_stats:
                 num.stats = stats
-            for key, new in new_recs:
-                recs[key] = new
-            for cat_rec, s, col in new_values:
-                cat_rec.cols[s] = col
-            if new_names:
-                self._names.extend(new_names)
-        if not build:
-            return None
-        out = np.zeros(dim)
-        out[0] = 1.0
-        for col, z in zip(out_cols, out_vals, strict=True):
-            out[col] = z
-        return out
+            if grow is not None:
+                grow.commit(recs, self._names)
+        return _vector(len(self._names), out_cols, out_vals) if build else None
 
     # ------------------------------------------------------------------ state
     def to_state(self) -> dict[str, Any]:

@@ -1,0 +1,197 @@
+"""The Guardian's health checks: latency, validity and error bursts.
+
+Each check is configured with its thresholds in ``__init__`` and uses them twice: on every
+observation (``__call__``: a change detector confirmed by a practical rule) and on a
+finished probe window (``probe_verdict``: did the recovering arm get back within the same
+limits?). See :class:`~routewise.controller.guardian.base.Check`.
+
+Examples
+--------
+>>> from routewise.controller.guardian.base import ArmHealth, ProbeWindow
+>>> w = ProbeWindow.of(ArmHealth(probe_n=20, base_ready=True, probe_loglat_sum=20 * 0.4,
+...                              probe_valid=20, probe_exp_valid_sum=18.0))
+>>> round(w.loglat_excess, 3)  # the probes ran at exp(0.4) ≈ 1.49× their baseline latency
+0.4
+>>> LatencyCheck().probe_verdict(w).reason  # above the default 1.2×: still degraded
+'latency'
+>>> LatencyCheck(ratio=2.0).probe_verdict(w) is None  # within a configured 2×: recovered
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+from routewise.controller.guardian.base import ArmHealth, Check, Observation, ProbeWindow, Trip
+from routewise.errors import ConfigError
+
+__all__ = ["ErrorBurstCheck", "LatencyCheck", "ValidityCheck", "default_checks"]
+
+
+def _log_latency(ms: float) -> float:
+    return math.log(max(ms, 0.01))
+
+
+class LatencyCheck:
+    """Trip when log-latency rose: CUSUM for a ``design_ratio`` shift, confirmed by the
+    recent geometric-mean latency exceeding ``ratio`` × baseline. A probe window passes when
+    its geometric-mean latency is at most ``ratio`` × what the baseline expects.
+
+    Examples
+    --------
+    >>> LatencyCheck().ratio
+    1.2
+    """
+
+    def __init__(
+        self, ratio: float = 1.2, design_ratio: float = 1.5, threshold: float = 24.0
+    ) -> None:
+        if not ratio > 1.0 or not design_ratio > 1.0:
+            raise ConfigError("guardian.latency", "ratio and design_ratio must be > 1")
+        if not threshold > 0:
+            raise ConfigError("guardian.latency.threshold", f"must be > 0, got {threshold!r}")
+        self.ratio = ratio
+        self.design_ratio = design_ratio
+        self.threshold = threshold
+
+    def __call__(self, health: ArmHealth, obs: Observation) -> Trip | None:
+        if not health.base_ready or obs.error is not None:
+            return None
+        sd = math.sqrt(max(health.base_loglat_var, 1e-4))
+        # conservative baseline: one standard error above the expectation, so a baseline
+        # learned from few samples does not make ordinary noise look like a shift
+        base = health.exp_loglat + health.lat_margin
+        shift = math.log(self.design_ratio) / sd
+        z = (_log_latency(obs.latency_ms) - base) / sd
+        health.cusum_lat = max(0.0, health.cusum_lat + z - shift / 2.0)
+        excess = health.recent_loglat  # EWMA of log-latency residuals (observed − expected)
+        if health.cusum_lat > self.threshold and excess > math.log(self.ratio):
+            return Trip(
+                "latency",
+                {
+                    "cusum": round(health.cusum_lat, 3),
+                    "latency_ms": round(obs.latency_ms, 3),
+                    "expected_latency_ms": round(math.exp(health.exp_loglat), 3),
+                    "ratio": round(math.exp(excess), 3),
+                },
+            )
+        return None
+
+    def probe_verdict(self, window: ProbeWindow) -> Trip | None:
+        # mean residual against what the (pre-change) models expect for these requests; a
+        # window without one error-free probe has no latency to speak for it (excess = inf)
+        if not window.base_ready or window.loglat_excess <= math.log(self.ratio):
+            return None
+        return Trip(
+            "latency",
+            {
+                "latency_ratio": round(math.exp(window.loglat_excess), 3),
+                "latency_ratio_limit": self.ratio,
+            },
+        )
+
+
+class ValidityCheck:
+    """Trip when the validity rate fell: Bernoulli CUSUM for a drop to ``p0 − design_drop``,
+    confirmed by recent validity below ``ratio`` × baseline. A probe window passes when its
+    validity is at least ``ratio`` × what the baseline expects, less the window's sampling
+    noise (2 standard errors).
+
+    Examples
+    --------
+    >>> ValidityCheck().ratio
+    0.95
+    """
+
+    def __init__(
+        self, ratio: float = 0.95, design_drop: float = 0.15, threshold: float = 13.0
+    ) -> None:
+        if not 0 < ratio < 1:
+            raise ConfigError("guardian.validity.ratio", f"must be in (0, 1), got {ratio!r}")
+        if not 0 < design_drop < 1:
+            raise ConfigError(
+                "guardian.validity.design_drop", f"must be in (0, 1), got {design_drop!r}"
+            )
+        if not threshold > 0:
+            raise ConfigError("guardian.validity.threshold", f"must be > 0, got {threshold!r}")
+        self.ratio = ratio
+        self.design_drop = design_drop
+        self.threshold = threshold
+
+    def __call__(self, health: ArmHealth, obs: Observation) -> Trip | None:
+        if not health.base_ready:
+            return None
+        # this request's expected validity, conservatively one standard error low
+        pb = health.exp_valid
+        p0 = pb - health.val_margin
+        p0 = min(max(p0, 0.02), 0.995)
+        p1 = max(p0 - self.design_drop, 0.005)
+        y = obs.valid and obs.error is None
+        llr = math.log(p1 / p0) if y else math.log((1.0 - p1) / (1.0 - p0))
+        health.cusum_valid = max(0.0, health.cusum_valid + llr)
+        # recent_valid: EWMA of validity residuals (observed − expected)
+        if health.cusum_valid > self.threshold and health.recent_valid < -(1.0 - self.ratio) * pb:
+            return Trip(
+                "validity",
+                {
+                    "cusum_llr": round(health.cusum_valid, 3),
+                    "recent_validity_shortfall": round(-health.recent_valid, 4),
+                    "expected_validity": round(pb, 4),
+                },
+            )
+        return None
+
+    def probe_verdict(self, window: ProbeWindow) -> Trip | None:
+        if not window.base_ready:
+            return None
+        p0 = window.expected_validity
+        se = math.sqrt(max(p0 * (1 - p0), 1e-6) / window.n)
+        limit = (1.0 - self.ratio) * p0 + 2 * se
+        if window.validity_shortfall <= limit:
+            return None
+        return Trip(
+            "validity",
+            {
+                "validity_shortfall": round(window.validity_shortfall, 4),
+                "validity_shortfall_limit": round(limit, 4),
+            },
+        )
+
+
+class ErrorBurstCheck:
+    """Trip at once on ``consecutive`` errors in a row, or ``rate`` errors over ``window``.
+    A probe window passes when its error rate is below ``rate``.
+
+    Examples
+    --------
+    >>> ErrorBurstCheck().consecutive
+    5
+    """
+
+    def __init__(self, consecutive: int = 5, window: int = 20, rate: float = 0.5) -> None:
+        if consecutive < 1 or window < 1 or not 0 < rate <= 1:
+            raise ConfigError("guardian.errors", "consecutive, window >= 1 and rate in (0, 1]")
+        self.consecutive = consecutive
+        self.window = window
+        self.rate = rate
+
+    def __call__(self, health: ArmHealth, obs: Observation) -> Trip | None:
+        if health.consecutive_errors >= self.consecutive:
+            return Trip("error_burst", {"consecutive_errors": health.consecutive_errors})
+        w = health.recent_errors[-self.window :]
+        if len(w) >= self.window and sum(w) / len(w) >= self.rate:
+            return Trip("error_rate", {"error_rate": round(sum(w) / len(w), 4), "window": len(w)})
+        return None
+
+    def probe_verdict(self, window: ProbeWindow) -> Trip | None:
+        if window.error_rate < self.rate:
+            return None
+        return Trip(
+            "error_rate",
+            {"error_rate": round(window.error_rate, 4), "error_rate_limit": self.rate},
+        )
+
+
+def default_checks() -> list[Check]:
+    """The default rule set: latency, validity and error-burst checks."""
+    return [ErrorBurstCheck(), LatencyCheck(), ValidityCheck()]
