@@ -55,13 +55,14 @@ def _open_existing(db: Path | None, config: Path | None, *, read_only: bool = Tr
     """Open an existing store. Queries open it read-only (safe next to a running sidecar);
     operator actions open it for writing (refused while a sidecar holds it: use --url)."""
     from routewise.config import load_settings
+    from routewise.controller import Controller
 
     settings = load_settings(config, db=str(db) if db is not None else None)
     if settings.db is None:
         raise ConfigError("db", "no state file given (use --db PATH or set 'db' in the config)")
     if not Path(settings.db).is_file():
         raise ConfigError("db", f"{settings.db!r} does not exist")
-    return settings.build_controller(read_only=read_only, log_events=False)
+    return Controller.from_settings(settings, read_only=read_only, log_events=False)
 
 
 UrlOption = Annotated[
@@ -348,24 +349,28 @@ def version() -> None:
     console.print(__version__)
 
 
+_ScenarioOption = Annotated[
+    str,
+    typer.Option(
+        "--scenario",
+        "-s",
+        help="Named scenario (stationary, degradation, outage, price-shock, mix-shift) or a .toml/.yaml file.",
+    ),
+]
+_PoliciesOption = Annotated[
+    str,
+    typer.Option(
+        "--policies",
+        "-p",
+        help="Comma-separated policy specs, e.g. squarecb,linucb:alpha=0.5,default.",
+    ),
+]
+
+
 @app.command()
 def simulate(
-    scenario: Annotated[
-        str,
-        typer.Option(
-            "--scenario",
-            "-s",
-            help="Named scenario (stationary, degradation, outage, price-shock, mix-shift) or a .toml/.yaml file.",
-        ),
-    ] = "stationary",
-    policies: Annotated[
-        str,
-        typer.Option(
-            "--policies",
-            "-p",
-            help="Comma-separated policy specs, e.g. squarecb,linucb:alpha=0.5,default.",
-        ),
-    ] = "squarecb,linucb,lints,uniform",
+    scenario: _ScenarioOption = "stationary",
+    policies: _PoliciesOption = "squarecb,linucb,lints,uniform",
     rounds: Annotated[
         int | None, typer.Option("--rounds", "-n", help="Rounds per run (default: the scenario's).")
     ] = None,
@@ -397,17 +402,8 @@ def simulate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Simulate policies through the Controller on a scenario; report regret, tables and plots."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    from routewise.simulations import TraceEnvironment, load_scenario
+    from routewise.simulations import TraceEnvironment, load_scenario, render
     from routewise.simulations import simulate as run_simulation
-    from routewise.simulations.render import simulation_table, trace_fit_message
 
     if rounds is not None and rounds < 1:  # before any progress bar is drawn
         raise ConfigError("rounds", f"must be an integer >= 1, got {rounds!r}")
@@ -416,22 +412,10 @@ def simulate(
     spec = load_scenario(scenario)
     env = TraceEnvironment.fit(from_trace, strict=strict) if from_trace is not None else None
     if env is not None:
-        err_console.print(trace_fit_message(env), highlight=False)
+        err_console.print(render.trace_fit_message(env), highlight=False)
     names = [p for p in policies.split(",") if p.strip()]
     total = (rounds if rounds is not None else spec.rounds) * seeds * len(names)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        disable=as_json,
-    ) as bar:
-        task = bar.add_task("simulating", total=total)
-
-        def tick(policy: str, run_seed: int, done: int) -> None:
-            bar.update(task, advance=done, description=f"{policy} (seed {run_seed})")
-
+    with render.simulation_progress(err_console, total, show=not as_json) as tick:
         result = run_simulation(
             spec,
             names,
@@ -448,7 +432,7 @@ def simulate(
             json.dumps({"summary": result.summary(), "baselines": result.baselines()}, indent=2)
         )
     else:
-        console.print(simulation_table(result))
+        console.print(render.simulation_table(result))
     if out is not None:
         paths = result.write(out)
         err_console.print("wrote " + ", ".join(str(p) for p in paths.values()))

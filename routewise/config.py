@@ -1,5 +1,8 @@
 """Typed settings (pydantic-settings) for the controller, CLI and sidecar.
 
+Passive: settings are read and validated here, and the controller is built *from* them
+(:meth:`routewise.Controller.from_settings`); this module never imports the controller.
+
 Precedence, highest first: explicit overrides (CLI flags, keyword arguments) > the TOML
 config file > ``ROUTEWISE_*`` environment variables > defaults.
 
@@ -39,7 +42,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -51,9 +54,6 @@ from pydantic_settings import (
 
 from routewise.errors import ConfigError
 from routewise.types import Arm, Mode, make_arms
-
-if TYPE_CHECKING:
-    from routewise.controller.core import Controller
 
 __all__ = ["RoutewiseSettings", "load_settings"]
 
@@ -129,69 +129,6 @@ class RoutewiseSettings(BaseSettings):
         if name is None:
             raise ConfigError("policy.name", "a [policy] table needs a 'name'")
         return str(name), spec
-
-    def build_controller(self, **kwargs: Any) -> Controller:
-        """Build the :class:`~routewise.controller.Controller` these settings describe."""
-        from routewise.bandits import make_policy
-        from routewise.controller.core import Controller
-
-        name, params = self.policy_spec()
-        policy: Any = name
-        if name is not None and params:
-            policy = make_policy(name, seed=self.seed, **params)
-        if "guardian" not in kwargs:
-            kwargs["guardian"] = self.build_guardian()
-        return Controller(
-            arms=self.arm_list(),
-            policy=policy,
-            reward=self.reward,
-            store=self.db,
-            seed=self.seed,
-            features=self.features,
-            reward_wait_s=self.reward_wait_s,
-            late_feedback=self.late_feedback,
-            default_reward=self.default_reward,
-            snapshot_every=self.snapshot_every,
-            durability=self.durability,
-            **kwargs,
-        )
-
-    def build_guardian(self) -> Any:
-        """``True``/``False`` or a configured :class:`~routewise.controller.guardian.Guardian`
-        from a ``[guardian]`` table (its keyword arguments, plus optional ``[guardian.latency]``,
-        ``[guardian.validity]`` and ``[guardian.errors]`` tables for the checks)."""
-        from routewise.controller.guardian import (
-            ErrorBurstCheck,
-            Guardian,
-            LatencyCheck,
-            ValidityCheck,
-        )
-
-        g = self.guardian
-        if g is None or isinstance(g, bool):
-            return g is not False
-        spec = dict(g)
-        if spec.pop("enabled", True) is False:
-            return False
-        checks: list[Any] = []
-        for key, cls in (
-            ("errors", ErrorBurstCheck),
-            ("latency", LatencyCheck),
-            ("validity", ValidityCheck),
-        ):
-            params = spec.pop(key, {})
-            if params is False:
-                continue
-            if not isinstance(params, dict):
-                raise ConfigError(f"guardian.{key}", "must be a table of check parameters or false")
-            try:
-                checks.append(cls(**params))
-            except TypeError as exc:
-                raise ConfigError(f"guardian.{key}", str(exc)) from None
-        try:
-            return Guardian(checks, **spec)
-        except TypeError as exc:
-            raise ConfigError("guardian", str(exc)) from None
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

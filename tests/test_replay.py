@@ -267,3 +267,12 @@ def test_replay_cli_strict_exits_2_naming_the_line(trace: Path, tmp_path: Path) 
     )
     assert strict.returncode == 2
     assert "bad.jsonl line 3: arm: must be a non-empty string, got 3" in strict.stderr
+
+
+def test_bad_bootstrap_settings_are_named_before_reading(tmp_path: Path) -> None:
+    """n_boot=0 used to divide by zero (max_draws // n_boot) after a whole pass over the trace."""
+    missing = tmp_path / "never-read.jsonl"  # not even opened: the settings fail first
+    with pytest.raises(ConfigError, match="n_boot"):
+        replay(missing, ["squarecb"], n_boot=0)
+    with pytest.raises(ConfigError, match="alpha"):
+        replay(missing, ["squarecb"], alpha=1.5)

@@ -283,7 +283,7 @@ class Router:
             )
         if settings.arms is not None:
             raise ConfigError("arms", "a Router takes 'backends' (+ 'modes'), not 'arms'")
-        controller = settings.build_controller()
+        controller = Controller.from_settings(settings)
         return cls(
             settings.backends,
             settings.modes,

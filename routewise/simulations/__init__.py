@@ -37,22 +37,14 @@ Examples
 
 from routewise.simulations import ope
 from routewise.simulations.base import Effects, Environment
+from routewise.simulations.candidates import LearningCandidate, StaticCandidate, parse_candidate
 from routewise.simulations.outcomes import OutcomeParams, expected_reward
-from routewise.simulations.replay import (
-    CandidateResult,
-    LearningCandidate,
-    ReplayResult,
-    StaticCandidate,
-    parse_candidate,
-    replay,
-)
-from routewise.simulations.runner import (
-    PolicySpec,
-    RunRecord,
-    SimulationResult,
-    parse_policy_spec,
-    simulate,
-)
+from routewise.simulations.policies import PolicySpec, parse_policy_spec
+from routewise.simulations.records import RunRecord
+from routewise.simulations.replay import replay
+from routewise.simulations.replay_result import CandidateResult, ReplayResult
+from routewise.simulations.results import SimulationResult
+from routewise.simulations.runner import simulate
 from routewise.simulations.scenario import SCENARIOS, Event, Scenario, load_scenario
 from routewise.simulations.synthetic import SyntheticEnvironment
 from routewise.simulations.trace import TraceError, TraceReader

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from routewise.errors import ConfigError
 from routewise.simulations.outcomes import FloatArray, OutcomeParams
 from routewise.types import Arm
 
@@ -194,8 +195,6 @@ class Effects:
 
 def check_mapping(value: Any, field: str) -> Mapping[str, Any]:
     """``value`` if it is a mapping, else a :class:`~routewise.errors.ConfigError` on ``field``."""
-    from routewise.errors import ConfigError
-
     if not isinstance(value, Mapping):
         raise ConfigError(field, f"must be a table/mapping, got {type(value).__name__}")
     return value

@@ -270,6 +270,15 @@ def ess(pscore: ArrayLike, target_prob: ArrayLike) -> float:
 
 
 # ---------------------------------------------------------------------- bootstrap
+def check_bootstrap(alpha: float, n_boot: int) -> None:
+    """Raise :class:`~routewise.errors.ConfigError` naming ``alpha`` or ``n_boot`` when a
+    bootstrap cannot run with them."""
+    if not 0.0 < alpha < 1.0:
+        raise ConfigError("alpha", f"must be in (0, 1), got {alpha!r}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 10:
+        raise ConfigError("n_boot", f"must be an integer >= 10, got {n_boot!r}")
+
+
 def bootstrap_intervals(
     columns: Mapping[str, tuple[FloatArray, FloatArray | None]],
     *,
@@ -288,10 +297,7 @@ def bootstrap_intervals(
     sample of them (as :mod:`~routewise.simulations.replay` keeps for a long trace); the
     spread is then rescaled by ``√(m/n_total)``.
     """
-    if not 0.0 < alpha < 1.0:
-        raise ConfigError("alpha", f"must be in (0, 1), got {alpha!r}")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 10:
-        raise ConfigError("n_boot", f"must be an integer >= 10, got {n_boot!r}")
+    check_bootstrap(alpha, n_boot)
     if not columns:
         return {}
     rows = next(iter(columns.values()))[0].shape[0]

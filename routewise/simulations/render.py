@@ -1,4 +1,5 @@
-"""Rich tables for the ``simulate`` and ``replay`` commands (kept out of the CLI adapter).
+"""Rich tables and the progress bar of the ``simulate`` and ``replay`` commands (kept out of
+the CLI adapter).
 
 Examples
 --------
@@ -11,17 +12,54 @@ Examples
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from routewise.simulations.ope import ESTIMATORS, Estimate
-from routewise.simulations.replay import ReplayResult
-from routewise.simulations.runner import SimulationResult
+from routewise.simulations.replay_result import ReplayResult
+from routewise.simulations.results import SimulationResult
+from routewise.simulations.runner import Progress as ProgressCallback
 from routewise.simulations.trace_env import TraceEnvironment
 
-__all__ = ["replay_table", "simulation_table", "trace_fit_message"]
+__all__ = ["replay_table", "simulation_progress", "simulation_table", "trace_fit_message"]
 
 _LABELS = {"ips": "IPS", "snips": "SNIPS", "dm": "DM", "dr": "DR", "switch_dr": "Switch-DR"}
+
+
+@contextmanager
+def simulation_progress(
+    console: Console, total: int, *, show: bool = True
+) -> Iterator[ProgressCallback]:
+    """A progress bar on ``console`` over ``total`` rounds (drawn only if ``show``), yielding
+    the ``progress`` callback of :func:`~routewise.simulations.simulate`.
+
+    Examples
+    --------
+    >>> from rich.console import Console
+    >>> from routewise.simulations import load_scenario, simulate
+    >>> with simulation_progress(Console(quiet=True), 100) as tick:
+    ...     res = simulate(load_scenario("stationary"), ["uniform"], rounds=100, progress=tick)
+    >>> res.rounds
+    100
+    """
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not show,
+    ) as bar:
+        task = bar.add_task("simulating", total=total)
+
+        def tick(policy: str, run_seed: int, done: int) -> None:
+            bar.update(task, advance=done, description=f"{policy} (seed {run_seed})")
+
+        yield tick
 
 
 def _pm(m: dict[str, float], spec: str) -> str:

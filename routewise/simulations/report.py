@@ -2,7 +2,7 @@
 
 Files written by :func:`write_report` into the output directory:
 
-* ``results.json`` — :meth:`SimulationResult.to_dict` (summary, baselines, per-run curves);
+* ``results.json`` — :meth:`~routewise.simulations.SimulationResult.to_dict` (summary, baselines, per-run curves);
 * ``regret.png`` — cumulative regret over time per policy (mean ± sd over seeds), with the
   best fixed arm (in hindsight) and uniform random as exact references;
 * ``arm_share.png`` — the share of traffic each arm gets over time, one panel per policy plus
@@ -15,20 +15,65 @@ from __future__ import annotations
 import colorsys
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from routewise.errors import ConfigError
+from routewise.reward import Scalarizer
+from routewise.simulations.policies import PolicySpec
+from routewise.simulations.records import RunRecord
+from routewise.simulations.scenario import Event, Scenario
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from routewise.simulations.runner import SimulationResult
-
-__all__ = ["arm_colors", "write_report"]
+__all__ = ["SimulationReport", "arm_colors", "write_report"]
 
 _BACKEND_HUES = [0.58, 0.08, 0.33, 0.83, 0.0, 0.15, 0.5, 0.7]
+_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+
+
+class SimulationReport(Protocol):
+    """What a report reads from a simulation's result.
+
+    :class:`~routewise.simulations.SimulationResult` is one (it writes itself with this
+    module, so the report names the fields it reads instead of importing the result type).
+
+    Examples
+    --------
+    >>> from routewise.simulations import load_scenario, simulate
+    >>> result: SimulationReport = simulate(load_scenario("stationary"), ["uniform"], rounds=50)
+    >>> [spec.name for spec in result.policies], len(result.runs["uniform"])
+    (['uniform'], 1)
+    """
+
+    @property
+    def scenario(self) -> Scenario: ...
+    @property
+    def arms(self) -> list[str]: ...
+    @property
+    def reward(self) -> Scalarizer: ...
+    @property
+    def rounds(self) -> int: ...
+    @property
+    def seeds(self) -> list[int]: ...
+    @property
+    def policies(self) -> list[PolicySpec]: ...
+    @property
+    def runs(self) -> dict[str, list[RunRecord]]: ...
+    @property
+    def events(self) -> list[tuple[int, Event]]: ...
+    @property
+    def guardian(self) -> bool: ...
+
+    def baselines(self) -> dict[str, Any]:
+        """The oracle's mean reward and the best fixed arm in hindsight."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """The machine-readable results (what ``results.json`` holds)."""
+        ...
 
 
 def arm_colors(arms: list[str]) -> dict[str, tuple[float, float, float]]:
@@ -73,7 +118,7 @@ def _mark_events(ax: Axes, events: list[tuple[int, str]], *, labels: bool) -> No
             )
 
 
-def write_report(result: SimulationResult, out: Path) -> dict[str, Path]:
+def write_report(result: SimulationReport, out: Path) -> dict[str, Path]:
     """Write ``results.json``, ``regret.png``, ``arm_share.png`` and ``reward.png`` into ``out``."""
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -92,7 +137,7 @@ def write_report(result: SimulationResult, out: Path) -> dict[str, Path]:
     return paths
 
 
-def _title(result: SimulationResult) -> str:
+def _title(result: SimulationReport) -> str:
     g = "" if result.guardian else ", Guardian off"
     return (
         f"scenario {result.scenario.name!r} — {result.rounds:,} rounds × {len(result.seeds)} "
@@ -100,11 +145,11 @@ def _title(result: SimulationResult) -> str:
     )
 
 
-def _events(result: SimulationResult) -> list[tuple[int, str]]:
+def _events(result: SimulationReport) -> list[tuple[int, str]]:
     return [(r, e.describe()) for r, e in result.events]
 
 
-def _plot_regret(result: SimulationResult, path: Path) -> None:
+def _plot_regret(result: SimulationReport, path: Path) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 6.5), dpi=110, layout="constrained")
@@ -137,20 +182,10 @@ def _plot_regret(result: SimulationResult, path: Path) -> None:
         linewidth=1.2,
         label="uniform random (expected)",
     )
-    palette = [
-        "#1f77b4",
-        "#d62728",
-        "#2ca02c",
-        "#9467bd",
-        "#ff7f0e",
-        "#8c564b",
-        "#e377c2",
-        "#17becf",
-    ]
     for i, spec in enumerate(result.policies):
         curves = np.asarray([r.regret_curve for r in result.runs[spec.name]])
         mean = curves.mean(axis=0)
-        color = palette[i % len(palette)]
+        color = _PALETTE[i % len(_PALETTE)]
         ax.plot(x, mean, color=color, linewidth=2.0, label=spec.name)
         if curves.shape[0] > 1:
             sd = curves.std(axis=0, ddof=1)
@@ -166,7 +201,7 @@ def _plot_regret(result: SimulationResult, path: Path) -> None:
     fig.savefig(path)
 
 
-def _plot_arm_share(result: SimulationResult, path: Path) -> None:
+def _plot_arm_share(result: SimulationReport, path: Path) -> None:
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
@@ -221,7 +256,7 @@ def _plot_arm_share(result: SimulationResult, path: Path) -> None:
     fig.savefig(path)
 
 
-def _plot_reward(result: SimulationResult, path: Path) -> None:
+def _plot_reward(result: SimulationReport, path: Path) -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 5.5), dpi=110, layout="constrained")
@@ -231,19 +266,9 @@ def _plot_reward(result: SimulationResult, path: Path) -> None:
     mids = (edges[:-1] + edges[1:]) / 2
     oracle = np.mean([r.oracle_per_bin for r in first], axis=0)
     ax.plot(mids, oracle, color="black", linewidth=1.5, linestyle="--", label="oracle")
-    palette = [
-        "#1f77b4",
-        "#d62728",
-        "#2ca02c",
-        "#9467bd",
-        "#ff7f0e",
-        "#8c564b",
-        "#e377c2",
-        "#17becf",
-    ]
     for i, spec in enumerate(result.policies):
         curve = np.mean([r.expected_per_bin for r in result.runs[spec.name]], axis=0)
-        ax.plot(mids, curve, color=palette[i % len(palette)], linewidth=1.6, label=spec.name)
+        ax.plot(mids, curve, color=_PALETTE[i % len(_PALETTE)], linewidth=1.6, label=spec.name)
     _mark_events(ax, _events(result), labels=True)
     ax.set_xlim(0, result.rounds)
     ax.set_xlabel("round")

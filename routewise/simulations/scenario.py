@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -86,6 +86,23 @@ def _num(table: Mapping[str, Any], key: str, where: str, default: float) -> floa
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
         raise ConfigError(f"{where}.{key}", f"must be a finite number, got {v!r}")
     return float(v)
+
+
+def _event_at(at: Any, field: str) -> int | str:
+    """When an event fires: a round number, or a share of the run like ``'40%'``."""
+    if isinstance(at, bool) or not isinstance(at, int | str):
+        raise ConfigError(field, f"must be a round number or a share like '40%', got {at!r}")
+    if isinstance(at, int):
+        if at < 0:
+            raise ConfigError(field, f"must be >= 0, got {at!r}")
+        return at
+    try:
+        share = float(at.strip().rstrip("%")) if at.strip().endswith("%") else math.nan
+    except ValueError:
+        share = math.nan
+    if not 0.0 <= share <= 100.0:
+        raise ConfigError(field, f"must be a share between '0%' and '100%', got {at!r}")
+    return at.strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,23 +147,7 @@ class Event:
                 raise ConfigError(
                     f"{where}.{key}", f"not a key of a {kind!r} event; expected {sorted(allowed)}"
                 )
-        at = t.get("at")
-        if isinstance(at, bool) or not isinstance(at, int | str):
-            raise ConfigError(
-                f"{where}.at", f"must be a round number or a share like '40%', got {at!r}"
-            )
-        if isinstance(at, int) and at < 0:
-            raise ConfigError(f"{where}.at", f"must be >= 0, got {at!r}")
-        if isinstance(at, str):
-            try:
-                share = float(at.strip().rstrip("%")) if at.strip().endswith("%") else math.nan
-            except ValueError:
-                share = math.nan
-            if not 0.0 <= share <= 100.0:
-                raise ConfigError(
-                    f"{where}.at", f"must be a share between '0%' and '100%', got {at!r}"
-                )
-            at = at.strip()
+        at = _event_at(t.get("at"), f"{where}.at")
         targets: tuple[str, ...] = ()
         if kind != "mix":
             raw_t = t.get("target")
@@ -174,7 +175,7 @@ class Event:
                 raise ConfigError(f"{where}.validity_drop", f"must be in [0, 1], got {vd!r}")
             if lf == 1.0 and vd == 0.0:
                 raise ConfigError(where, "a 'degrade' event needs latency_factor or validity_drop")
-            ev = _replace(ev, latency_factor=lf, validity_drop=vd)
+            ev = replace(ev, latency_factor=lf, validity_drop=vd)
         elif kind == "outage":
             er = _num(t, "error_rate", where, 1.0)
             ts = _num(t, "timeout_share", where, 0.5)
@@ -185,19 +186,19 @@ class Event:
                 raise ConfigError(f"{where}.timeout_share", f"must be in [0, 1], got {ts!r}")
             if tm <= 0:
                 raise ConfigError(f"{where}.timeout_ms", f"must be > 0, got {tm!r}")
-            ev = _replace(ev, error_rate=er, timeout_share=ts, timeout_ms=tm)
+            ev = replace(ev, error_rate=er, timeout_share=ts, timeout_ms=tm)
         elif kind == "price":
             if "factor" not in t:
                 raise ConfigError(f"{where}.factor", "is required for a 'price' event")
             f = _num(t, "factor", where, 1.0)
             if f <= 0:
                 raise ConfigError(f"{where}.factor", f"must be > 0, got {f!r}")
-            ev = _replace(ev, factor=f)
+            ev = replace(ev, factor=f)
         elif kind == "mix":
             m = t.get("mix")
             if not isinstance(m, str) or not m:
                 raise ConfigError(f"{where}.mix", f"must name a traffic mix, got {m!r}")
-            ev = _replace(ev, mix=m)
+            ev = replace(ev, mix=m)
         return ev
 
     def describe(self) -> str:
@@ -237,12 +238,6 @@ class Event:
         elif self.kind == "mix":
             d["mix"] = self.mix
         return d
-
-
-def _replace(ev: Event, **changes: Any) -> Event:
-    from dataclasses import replace
-
-    return replace(ev, **changes)
 
 
 @dataclass(slots=True)

@@ -122,6 +122,105 @@ def _distribution(value: Any, field: str, names: Sequence[str]) -> FloatArray:
     return out
 
 
+_TOP_LEVEL = {
+    "name",
+    "description",
+    "shape",
+    "defaults",
+    "modes",
+    "tasks",
+    "languages",
+    "backends",
+    "mixes",
+    "features",
+}
+
+
+def _mode_defaults(value: Any) -> dict[str, dict[str, float]]:
+    """The ``[modes.<mode>]`` tables: every mode's parameters, defaults filled in."""
+    modes_t = check_mapping(value, "modes")
+    mode_defaults: dict[str, dict[str, float]] = {}
+    for m in Mode:
+        t = check_mapping(modes_t.get(m.value, {}), f"modes.{m.value}")
+        for key in t:
+            if key not in _MODE_KEYS:
+                raise ConfigError(
+                    f"modes.{m.value}.{key}", f"unknown key; expected one of {list(_MODE_KEYS)}"
+                )
+        mode_defaults[m.value] = {
+            k: _number(t, k, f"modes.{m.value}", 1.0 if k == "structure_factor" else 0.0)
+            for k in _MODE_KEYS
+        }
+    for key in modes_t:
+        if key not in {m.value for m in Mode}:
+            raise ConfigError(f"modes.{key}", "unknown output mode")
+    return mode_defaults
+
+
+class _ArmColumns:
+    """The parameter columns of the arms, one row per (backend, mode), built a backend at a
+    time: mode parameters (the backend's overrides of the mode defaults), backend numbers,
+    and the backend's validity offsets per task and per language."""
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        languages: Sequence[str],
+        mode_defaults: dict[str, dict[str, float]],
+    ) -> None:
+        self.tasks = tasks
+        self.languages = languages
+        self.mode_defaults = mode_defaults
+        self.arms: list[Arm] = []
+        self.cols: dict[str, list[float]] = {k: [] for k in (*_MODE_KEYS, *_BACKEND_NUMBERS)}
+        self.task_off: list[list[float]] = []
+        self.lang_off: list[list[float]] = []
+
+    def add_backend(self, backend: str, t: Mapping[str, Any], where: str) -> None:
+        nums = {
+            k: _number(
+                t,
+                k,
+                where,
+                0.0
+                if k in ("input_tokens_slope", "error_rate", "prefill_ms_per_1k")
+                else (0.5 if k == "timeout_share" else None),
+            )
+            for k in _BACKEND_NUMBERS
+        }
+        lang = check_mapping(t.get("language", {}), f"{where}.language")
+        task = check_mapping(t.get("task", {}), f"{where}.task")
+        for key in lang:
+            if key not in self.languages:
+                raise ConfigError(f"{where}.language.{key}", "unknown language")
+        for key in task:
+            if key not in self.tasks:
+                raise ConfigError(f"{where}.task.{key}", "unknown task")
+        bmodes = check_mapping(t.get("modes", {}), f"{where}.modes")
+        for key in bmodes:
+            if key not in self.mode_defaults:
+                raise ConfigError(f"{where}.modes.{key}", "unknown output mode")
+        for m in Mode:
+            over = check_mapping(bmodes.get(m.value, {}), f"{where}.modes.{m.value}")
+            for key in over:
+                if key not in _MODE_KEYS:
+                    raise ConfigError(
+                        f"{where}.modes.{m.value}.{key}",
+                        f"unknown key; expected one of {list(_MODE_KEYS)}",
+                    )
+            self.arms.append(Arm(backend, m))
+            for k in _MODE_KEYS:
+                self.cols[k].append(
+                    _number(over, k, f"{where}.modes.{m.value}", self.mode_defaults[m.value][k])
+                )
+            for k in _BACKEND_NUMBERS:
+                self.cols[k].append(nums[k])
+            self.task_off.append([_number(task, x, f"{where}.task", 0.0) for x in self.tasks])
+            self.lang_off.append(
+                [_number(lang, x, f"{where}.language", 0.0) for x in self.languages]
+            )
+
+
 @dataclass(frozen=True, slots=True)
 class Mix:
     """A traffic mix: how request contexts are distributed (``[mixes.<name>]`` in the file).
@@ -267,25 +366,26 @@ class SyntheticEnvironment(Environment):
         defaults = check_mapping(spec.get("defaults", {}), "defaults")
         self._timeout_ms = _number(defaults, "timeout_ms", "defaults", 30_000.0)
         self._error_latency_ms = _number(defaults, "error_latency_ms", "defaults", 400.0)
+        mode_defaults = _mode_defaults(spec.get("modes", {}))
+        self._parse_tasks(spec.get("tasks"))
+        self._parse_languages(spec.get("languages"))
+        self._parse_backends(spec.get("backends"), mode_defaults)
+        mixes_t = check_mapping(spec.get("mixes"), "mixes")
+        if not mixes_t:
+            raise ConfigError("mixes", "at least one traffic mix is required")
+        self._mixes = {
+            name: Mix.parse(name, check_mapping(t, f"mixes.{name}"), self.tasks, self.languages)
+            for name, t in mixes_t.items()
+        }
+        self._default_mix = "default" if "default" in self._mixes else next(iter(self._mixes))
+        features = spec.get("features")
+        self._features = dict(check_mapping(features, "features")) if features is not None else None
+        for key in spec:
+            if key not in _TOP_LEVEL:
+                raise ConfigError(key, "unknown top-level key in the environment file")
 
-        modes_t = check_mapping(spec.get("modes", {}), "modes")
-        mode_defaults: dict[str, dict[str, float]] = {}
-        for m in Mode:
-            t = check_mapping(modes_t.get(m.value, {}), f"modes.{m.value}")
-            for key in t:
-                if key not in _MODE_KEYS:
-                    raise ConfigError(
-                        f"modes.{m.value}.{key}", f"unknown key; expected one of {list(_MODE_KEYS)}"
-                    )
-            mode_defaults[m.value] = {
-                k: _number(t, k, f"modes.{m.value}", 1.0 if k == "structure_factor" else 0.0)
-                for k in _MODE_KEYS
-            }
-        for key in modes_t:
-            if key not in {m.value for m in Mode}:
-                raise ConfigError(f"modes.{key}", "unknown output mode")
-
-        tasks_t = check_mapping(spec.get("tasks"), "tasks")
+    def _parse_tasks(self, value: Any) -> None:
+        tasks_t = check_mapping(value, "tasks")
         if not tasks_t:
             raise ConfigError("tasks", "at least one task is required")
         self.tasks: list[str] = list(tasks_t)
@@ -304,7 +404,8 @@ class SyntheticEnvironment(Environment):
             [_number(tasks_t[t], "difficulty", f"tasks.{t}", 0.0) for t in self.tasks]
         )
 
-        langs_t = check_mapping(spec.get("languages"), "languages")
+    def _parse_languages(self, value: Any) -> None:
+        langs_t = check_mapping(value, "languages")
         if not langs_t:
             raise ConfigError("languages", "at least one language is required")
         self.languages: list[str] = list(langs_t)
@@ -320,95 +421,27 @@ class SyntheticEnvironment(Environment):
             ]
         )
 
-        backends_t = check_mapping(spec.get("backends"), "backends")
+    def _parse_backends(self, value: Any, mode_defaults: dict[str, dict[str, float]]) -> None:
+        backends_t = check_mapping(value, "backends")
         if not backends_t:
             raise ConfigError("backends", "at least one backend is required")
-        arms: list[Arm] = []
-        cols: dict[str, list[float]] = {k: [] for k in (*_MODE_KEYS, *_BACKEND_NUMBERS)}
-        task_off: list[list[float]] = []
-        lang_off: list[list[float]] = []
+        columns = _ArmColumns(self.tasks, self.languages, mode_defaults)
         self.backend_class: dict[str, str] = {}
+        known = {*_BACKEND_NUMBERS, "class", "language", "task", "modes"}
         for backend, raw in backends_t.items():
             where = f'backends."{backend}"'
             t = check_mapping(raw, where)
-            known = {*_BACKEND_NUMBERS, "class", "language", "task", "modes"}
             for key in t:
                 if key not in known:
                     raise ConfigError(
                         f"{where}.{key}", f"unknown key; expected one of {sorted(known)}"
                     )
             self.backend_class[backend] = str(t.get("class", backend.split(":")[0]))
-            nums = {
-                k: _number(
-                    t,
-                    k,
-                    where,
-                    0.0
-                    if k in ("input_tokens_slope", "error_rate", "prefill_ms_per_1k")
-                    else (0.5 if k == "timeout_share" else None),
-                )
-                for k in _BACKEND_NUMBERS
-            }
-            lang = check_mapping(t.get("language", {}), f"{where}.language")
-            task = check_mapping(t.get("task", {}), f"{where}.task")
-            for key in lang:
-                if key not in self.languages:
-                    raise ConfigError(f"{where}.language.{key}", "unknown language")
-            for key in task:
-                if key not in self.tasks:
-                    raise ConfigError(f"{where}.task.{key}", "unknown task")
-            bmodes = check_mapping(t.get("modes", {}), f"{where}.modes")
-            for key in bmodes:
-                if key not in mode_defaults:
-                    raise ConfigError(f"{where}.modes.{key}", "unknown output mode")
-            for m in Mode:
-                over = check_mapping(bmodes.get(m.value, {}), f"{where}.modes.{m.value}")
-                for key in over:
-                    if key not in _MODE_KEYS:
-                        raise ConfigError(
-                            f"{where}.modes.{m.value}.{key}",
-                            f"unknown key; expected one of {list(_MODE_KEYS)}",
-                        )
-                arms.append(Arm(backend, m))
-                for k in _MODE_KEYS:
-                    cols[k].append(
-                        _number(over, k, f"{where}.modes.{m.value}", mode_defaults[m.value][k])
-                    )
-                for k in _BACKEND_NUMBERS:
-                    cols[k].append(nums[k])
-                task_off.append([_number(task, x, f"{where}.task", 0.0) for x in self.tasks])
-                lang_off.append(
-                    [_number(lang, x, f"{where}.language", 0.0) for x in self.languages]
-                )
-        self._arms = arms
-        self._c = {k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}
-        self._task_off = np.asarray(task_off, dtype=np.float64).T  # (T, K)
-        self._lang_off = np.asarray(lang_off, dtype=np.float64).T  # (L, K)
-
-        mixes_t = check_mapping(spec.get("mixes"), "mixes")
-        if not mixes_t:
-            raise ConfigError("mixes", "at least one traffic mix is required")
-        self._mixes = {
-            name: Mix.parse(name, check_mapping(t, f"mixes.{name}"), self.tasks, self.languages)
-            for name, t in mixes_t.items()
-        }
-        self._default_mix = "default" if "default" in self._mixes else next(iter(self._mixes))
-        features = spec.get("features")
-        self._features = dict(check_mapping(features, "features")) if features is not None else None
-        for key in spec:
-            if key not in {
-                "name",
-                "description",
-                "shape",
-                "defaults",
-                "modes",
-                "tasks",
-                "languages",
-                "backends",
-                "mixes",
-                "features",
-            }:
-                raise ConfigError(key, "unknown top-level key in the environment file")
+            columns.add_backend(backend, t, where)
+        self._arms = columns.arms
+        self._c = {k: np.asarray(v, dtype=np.float64) for k, v in columns.cols.items()}
+        self._task_off = np.asarray(columns.task_off, dtype=np.float64).T  # (T, K)
+        self._lang_off = np.asarray(columns.lang_off, dtype=np.float64).T  # (L, K)
 
     # ------------------------------------------------------------------ protocol
     @property

@@ -46,8 +46,9 @@ from pathlib import Path
 from typing import Any
 
 from routewise.errors import ConfigError, RoutewiseError
+from routewise.state import SQLiteStore
 
-__all__ = ["TraceError", "TraceEvent", "TraceReader", "TraceStats"]
+__all__ = ["SkippedLines", "TraceError", "TraceEvent", "TraceReader", "TraceStats"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _KEEP_ERRORS = 20
@@ -100,6 +101,39 @@ class TraceStats:
             "pending": self.pending,
             "errors": list(self.errors),
         }
+
+
+class SkippedLines:
+    """Lines the reader accepted but a consumer cannot use (no outcome to fit or to
+    recompute a reward from, an invalid outcome, …): counted, with the first messages kept
+    as :attr:`TraceStats.errors` keeps the reader's own, or fatal with ``strict``.
+
+    Examples
+    --------
+    >>> skips = SkippedLines("t.jsonl", strict=False)
+    >>> skips.bad(3, "outcome", "is required")
+    >>> skips.count, skips.errors
+    (1, ['line 3: outcome: is required'])
+    >>> SkippedLines("t.jsonl", strict=True, unit="row").bad(3, "outcome", "is required")
+    Traceback (most recent call last):
+    ...
+    routewise.simulations.trace.TraceError: t.jsonl row 3: outcome: is required
+    """
+
+    def __init__(self, source: str, *, strict: bool, unit: str = "line") -> None:
+        self.source = source
+        self.strict = strict
+        self.unit = unit
+        self.count = 0
+        self.errors: list[str] = []
+
+    def bad(self, line: int, field: str, reason: str) -> None:
+        """Skip ``line`` because of ``field`` (raise :class:`TraceError` with ``strict``)."""
+        if self.strict:
+            raise TraceError(self.source, line, field, reason, unit=self.unit)
+        self.count += 1
+        if len(self.errors) < _KEEP_ERRORS:
+            self.errors.append(f"{self.unit} {line}: {field}: {reason}")
 
 
 def _is_number(v: Any) -> bool:
@@ -237,8 +271,6 @@ class TraceReader:
                 "trace",
                 f"{str(self.path)!r} is an SQLite file but not a routewise store (no decisions table)",
             )
-        from routewise.state import SQLiteStore
-
         store = SQLiteStore(self.path)
         try:
             yield from enumerate(store.iter_trace(), 1)

@@ -50,7 +50,7 @@ from routewise.errors import ConfigError, InvalidOutcome
 from routewise.simulations.base import Environment
 from routewise.simulations.models import ArmRidge, FeatureMap
 from routewise.simulations.outcomes import FloatArray, OutcomeParams
-from routewise.simulations.trace import TraceError, TraceReader, TraceStats
+from routewise.simulations.trace import SkippedLines, TraceEvent, TraceReader, TraceStats
 from routewise.types import Arm, Outcome
 
 __all__ = ["TraceEnvironment"]
@@ -141,151 +141,214 @@ class TraceEnvironment(Environment):
 
         Lines without an ``outcome`` cannot be used; lines whose arm is not a
         ``backend/mode`` id or whose outcome is invalid are bad lines (skipped and counted,
-        or fatal with ``strict``). ``fit_stats`` on the result tells how many.
+        or fatal with ``strict``). :attr:`summary` on the result tells how many.
         """
         reader = TraceReader(trace, strict=strict)
-        fmap = FeatureMap()
-        dim = fmap.max_dim
-        valid_m = ArmRidge(dim, lam=lam)
-        lat_m = ArmRidge(dim, lam=lam)
-        cost_m = ArmRidge(dim, lam=lam)
-        arms: dict[str, int] = {}
-        n_calls: list[int] = []
-        n_err: list[int] = []
-        n_timeout: list[int] = []
-        log_timeout: list[float] = []
-        log_error: list[float] = []
-        rng = np.random.default_rng(seed)
-        sample: list[dict[str, Any]] = []
-        skipped = 0
-        no_outcome = 0
-        errors: list[str] = []
-        buf_ctx: list[dict[str, Any]] = []
-        buf_arm: list[int] = []
-        buf_valid: list[float] = []
-        buf_lat: list[float] = []
-        buf_cost: list[float] = []
-        seen = 0
-
-        def bad(line: int, field: str, reason: str) -> None:
-            nonlocal skipped
-            if strict:
-                raise TraceError(str(trace), line, field, reason, unit=reader.unit)
-            skipped += 1
-            if len(errors) < 20:
-                errors.append(f"{reader.unit} {line}: {field}: {reason}")
-
-        def flush() -> None:
-            if not buf_arm:
-                return
-            X = fmap.matrix(buf_ctx)
-            a = np.asarray(buf_arm, dtype=np.int64)
-            valid_m.add(X, a, np.asarray(buf_valid))
-            lat_m.add(X, a, np.log(np.maximum(np.asarray(buf_lat), 1e-3)))
-            cost_m.add(X, a, np.asarray(buf_cost))
-            for lst in (buf_ctx, buf_arm, buf_valid, buf_lat, buf_cost):
-                lst.clear()
-
+        fitting = _Fitting(
+            SkippedLines(str(trace), strict=strict, unit=reader.unit),
+            max_contexts=max_contexts,
+            seed=seed,
+            lam=lam,
+        )
         for ev in reader:
-            if ev.outcome is None:
-                no_outcome += 1
-                continue
-            try:
-                out = Outcome.from_dict(ev.outcome)
-            except InvalidOutcome as exc:
-                bad(ev.line, f"outcome.{exc.field}", exc.reason)
-                continue
-            k = arms.get(ev.arm)
-            if k is None:
-                try:
-                    Arm.parse(ev.arm)
-                except ConfigError:
-                    bad(
-                        ev.line,
-                        "arm",
-                        f"{ev.arm!r} is not a 'backend/mode' arm id (needed to simulate)",
-                    )
-                    continue
-                k = arms[ev.arm] = len(arms)
-                for lst in (n_calls, n_err, n_timeout):
-                    lst.append(0)
-                log_timeout.append(0.0)
-                log_error.append(0.0)
-            # uniform reservoir of contexts (Algorithm R)
-            if seen < max_contexts:
-                sample.append(ev.context)
-            else:
-                j = int(rng.integers(0, seen + 1))
-                if j < max_contexts:
-                    sample[j] = ev.context
-            seen += 1
-            n_calls[k] += 1
-            if out.error is not None:
-                n_err[k] += 1
-                if out.error == "timeout":
-                    n_timeout[k] += 1
-                    log_timeout[k] += math.log(max(out.latency_ms, 1e-3))
-                else:
-                    log_error[k] += math.log(max(out.latency_ms, 1e-3))
-                continue
-            buf_ctx.append(ev.context)
-            buf_arm.append(k)
-            buf_valid.append(out.correctness)
-            buf_lat.append(out.latency_ms)
-            buf_cost.append(out.cost_usd)
-            if len(buf_arm) >= _CHUNK:
-                flush()
-        flush()
+            fitting.add(ev)
+        fitting.served.flush()
         stats: TraceStats = reader.stats
-        if not arms or seen < min_events:
+        if not fitting.arms or fitting.contexts.seen < min_events:
             raise ConfigError(
                 "trace",
                 f"{Path(trace).name}: no events with an outcome to fit ({stats.lines} lines: "
-                f"{stats.bad} bad, {stats.pending} pending, {no_outcome} without outcome, {skipped} skipped)",
+                f"{stats.bad} bad, {stats.pending} pending, {fitting.no_outcome} without outcome, "
+                f"{fitting.skips.count} skipped)",
             )
-        ids = list(arms)
-        K = len(ids)
-        calls = np.asarray(n_calls, dtype=np.float64)
-        errs = np.asarray(n_err, dtype=np.float64)
-        tos = np.asarray(n_timeout, dtype=np.float64)
+        return fitting.environment(cls, trace, stats)
+
+
+class _Failures:
+    """Per arm: calls, failed calls, timeouts and the summed log-latency of each kind of
+    failure; :meth:`fit` shrinks the rates towards all arms' by ``_PRIOR`` pseudo-calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.errors: list[int] = []
+        self.timeouts: list[int] = []
+        self.log_timeout: list[float] = []
+        self.log_error: list[float] = []
+
+    def add_arm(self) -> None:
+        for counts in (self.calls, self.errors, self.timeouts):
+            counts.append(0)
+        self.log_timeout.append(0.0)
+        self.log_error.append(0.0)
+
+    def add(self, k: int, out: Outcome) -> bool:
+        """Count one call of arm ``k``; whether it was served (no error)."""
+        self.calls[k] += 1
+        if out.error is None:
+            return True
+        self.errors[k] += 1
+        if out.error == "timeout":
+            self.timeouts[k] += 1
+            self.log_timeout[k] += math.log(max(out.latency_ms, 1e-3))
+        else:
+            self.log_error[k] += math.log(max(out.latency_ms, 1e-3))
+        return False
+
+    def fit(self) -> dict[str, FloatArray]:
+        """``calls``, ``errors`` and the shrunk ``error_rate``, ``timeout_share``,
+        ``timeout_ms`` and ``error_latency_ms`` of every arm."""
+        calls = np.asarray(self.calls, dtype=np.float64)
+        errs = np.asarray(self.errors, dtype=np.float64)
+        tos = np.asarray(self.timeouts, dtype=np.float64)
         pooled_err = errs.sum() / calls.sum()
         pooled_to = tos.sum() / errs.sum() if errs.sum() else 0.5
-        error_rate = (errs + _PRIOR * pooled_err) / (calls + _PRIOR)
-        timeout_share = (tos + _PRIOR * pooled_to) / (errs + _PRIOR)
-        lt = np.asarray(log_timeout)
-        le = np.asarray(log_error)
+        lt = np.asarray(self.log_timeout)
+        le = np.asarray(self.log_error)
         pooled_lt = lt.sum() / tos.sum() if tos.sum() else math.log(30_000.0)
         pooled_le = le.sum() / (errs - tos).sum() if (errs - tos).sum() else math.log(400.0)
-        timeout_ms = np.exp((lt + _PRIOR * pooled_lt) / (tos + _PRIOR))
-        error_latency_ms = np.exp((le + _PRIOR * pooled_le) / (errs - tos + _PRIOR))
+        return {
+            "calls": calls,
+            "errors": errs,
+            "error_rate": (errs + _PRIOR * pooled_err) / (calls + _PRIOR),
+            "timeout_share": (tos + _PRIOR * pooled_to) / (errs + _PRIOR),
+            "timeout_ms": np.exp((lt + _PRIOR * pooled_lt) / (tos + _PRIOR)),
+            "error_latency_ms": np.exp((le + _PRIOR * pooled_le) / (errs - tos + _PRIOR)),
+        }
 
-        X = fmap.matrix(sample, dim=fmap.dim)
-        arm_list = list(range(K))
-        p_valid = np.clip(valid_m.predict(X, arm_list), 0.0, 1.0)
-        lat_mu = lat_m.predict(X, arm_list)
-        cost = np.maximum(cost_m.predict(X, arm_list), 0.0)
-        sds = np.array([lat_m.residual_sd(k) for k in range(K)])
+
+class _Served:
+    """Ridge models of P(valid), log-latency and cost on served calls, fed in chunks."""
+
+    def __init__(self, fmap: FeatureMap, lam: float) -> None:
+        self.fmap = fmap
+        self.valid = ArmRidge(fmap.max_dim, lam=lam)
+        self.latency = ArmRidge(fmap.max_dim, lam=lam)
+        self.cost = ArmRidge(fmap.max_dim, lam=lam)
+        self._ctx: list[dict[str, Any]] = []
+        self._arm: list[int] = []
+        self._valid: list[float] = []
+        self._lat: list[float] = []
+        self._cost: list[float] = []
+
+    def add(self, context: dict[str, Any], k: int, out: Outcome) -> None:
+        self._ctx.append(context)
+        self._arm.append(k)
+        self._valid.append(out.correctness)
+        self._lat.append(out.latency_ms)
+        self._cost.append(out.cost_usd)
+        if len(self._arm) >= _CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._arm:
+            return
+        X = self.fmap.matrix(self._ctx)
+        a = np.asarray(self._arm, dtype=np.int64)
+        self.valid.add(X, a, np.asarray(self._valid))
+        self.latency.add(X, a, np.log(np.maximum(np.asarray(self._lat), 1e-3)))
+        self.cost.add(X, a, np.asarray(self._cost))
+        for lst in (self._ctx, self._arm, self._valid, self._lat, self._cost):
+            lst.clear()
+
+    def predict(self, contexts: list[dict[str, Any]], k_arms: int) -> dict[str, FloatArray]:
+        """``p_valid``, ``lat_mu`` and ``cost`` on every context (n × K), and every arm's
+        ``lat_sigma`` (its RMS log-latency residual, else the arms' mean)."""
+        X = self.fmap.matrix(contexts, dim=self.fmap.dim)
+        arm_list = list(range(k_arms))
+        sds = np.array([self.latency.residual_sd(k) for k in range(k_arms)])
         pooled_sd = float(np.nanmean(sds)) if np.isfinite(sds).any() else 0.5
-        lat_sigma = np.where(np.isfinite(sds), sds, pooled_sd)
+        return {
+            "p_valid": np.clip(self.valid.predict(X, arm_list), 0.0, 1.0),
+            "lat_mu": self.latency.predict(X, arm_list),
+            "cost": np.maximum(self.cost.predict(X, arm_list), 0.0),
+            "lat_sigma": np.where(np.isfinite(sds), sds, pooled_sd),
+        }
 
+
+class _ContextSample:
+    """A uniform sample of at most ``cap`` contexts of a stream (Algorithm R)."""
+
+    def __init__(self, cap: int, seed: int) -> None:
+        self.cap = cap
+        self.rng = np.random.default_rng(seed)
+        self.items: list[dict[str, Any]] = []
+        self.seen = 0
+
+    def add(self, context: dict[str, Any]) -> None:
+        if self.seen < self.cap:
+            self.items.append(context)
+        else:
+            j = int(self.rng.integers(0, self.seen + 1))
+            if j < self.cap:
+                self.items[j] = context
+        self.seen += 1
+
+
+class _Fitting:
+    """:meth:`TraceEnvironment.fit` in progress: the arms seen so far and the statistics
+    of their calls, fed one trace event at a time."""
+
+    def __init__(self, skips: SkippedLines, *, max_contexts: int, seed: int, lam: float) -> None:
+        self.skips = skips
+        self.fmap = FeatureMap()
+        self.arms: dict[str, int] = {}
+        self.failures = _Failures()
+        self.served = _Served(self.fmap, lam)
+        self.contexts = _ContextSample(max_contexts, seed)
+        self.no_outcome = 0
+
+    def add(self, ev: TraceEvent) -> None:
+        if ev.outcome is None:
+            self.no_outcome += 1
+            return
+        try:
+            out = Outcome.from_dict(ev.outcome)
+        except InvalidOutcome as exc:
+            self.skips.bad(ev.line, f"outcome.{exc.field}", exc.reason)
+            return
+        k = self.arms.get(ev.arm)
+        if k is None:
+            try:
+                Arm.parse(ev.arm)
+            except ConfigError:
+                self.skips.bad(
+                    ev.line,
+                    "arm",
+                    f"{ev.arm!r} is not a 'backend/mode' arm id (needed to simulate)",
+                )
+                return
+            k = self.arms[ev.arm] = len(self.arms)
+            self.failures.add_arm()
+        self.contexts.add(ev.context)
+        if self.failures.add(k, out):
+            self.served.add(ev.context, k, out)
+
+    def environment(
+        self, cls: type[TraceEnvironment], trace: str | Path, stats: TraceStats
+    ) -> TraceEnvironment:
+        """The fitted environment (of class ``cls``), with its :attr:`~TraceEnvironment.summary`."""
+        ids = list(self.arms)
+        fail = self.failures.fit()
+        model = self.served.predict(self.contexts.items, len(ids))
+        calls, errs = fail["calls"], fail["errors"]
         summary = {
             "source": str(trace),
-            "events": seen,
-            "contexts_kept": len(sample),
-            "bad_lines": stats.bad + skipped,
+            "events": self.contexts.seen,
+            "contexts_kept": len(self.contexts.items),
+            "bad_lines": stats.bad + self.skips.count,
             "pending_lines": stats.pending,
-            "without_outcome": no_outcome,
-            "errors": (stats.errors + errors)[:20],
-            "features": fmap.names,
+            "without_outcome": self.no_outcome,
+            "errors": (stats.errors + self.skips.errors)[:20],
+            "features": self.fmap.names,
             "arms": {
                 a: {
                     "calls": int(calls[k]),
                     "served": int(calls[k] - errs[k]),
-                    "error_rate": float(error_rate[k]),
-                    "p_valid_mean": float(p_valid[:, k].mean()),
-                    "latency_median_ms": float(np.exp(np.median(lat_mu[:, k]))),
-                    "latency_sigma": float(lat_sigma[k]),
-                    "cost_mean_usd": float(cost[:, k].mean()),
+                    "error_rate": float(fail["error_rate"][k]),
+                    "p_valid_mean": float(model["p_valid"][:, k].mean()),
+                    "latency_median_ms": float(np.exp(np.median(model["lat_mu"][:, k]))),
+                    "latency_sigma": float(model["lat_sigma"][k]),
+                    "cost_mean_usd": float(model["cost"][:, k].mean()),
                 }
                 for k, a in enumerate(ids)
             },
@@ -293,14 +356,14 @@ class TraceEnvironment(Environment):
         return cls(
             name=f"trace:{Path(trace).name}",
             arms=[Arm.parse(a) for a in ids],
-            contexts=sample,
-            p_valid=p_valid,
-            lat_mu=lat_mu,
-            lat_sigma=lat_sigma,
-            cost=cost,
-            error_rate=error_rate,
-            timeout_share=timeout_share,
-            timeout_ms=timeout_ms,
-            error_latency_ms=error_latency_ms,
+            contexts=self.contexts.items,
+            p_valid=model["p_valid"],
+            lat_mu=model["lat_mu"],
+            lat_sigma=model["lat_sigma"],
+            cost=model["cost"],
+            error_rate=fail["error_rate"],
+            timeout_share=fail["timeout_share"],
+            timeout_ms=fail["timeout_ms"],
+            error_latency_ms=fail["error_latency_ms"],
             summary=summary,
         )
