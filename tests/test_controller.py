@@ -348,3 +348,25 @@ def test_failed_construction_leaves_no_new_store_behind(tmp_path: Path) -> None:
         rw.Controller(store=tmp_path / "old.db", policy="linucb")
     assert (tmp_path / "old.db").is_file()
     assert rw.Controller(store=tmp_path / "old.db").status().decisions == 0
+
+
+def test_from_settings_builds_what_the_settings_describe(tmp_path: Path) -> None:
+    from routewise.config import RoutewiseSettings
+
+    settings = RoutewiseSettings(
+        arms=["openai:gpt-5.4/direct_emit", "ollama:llama3/direct_emit"],
+        seed=3,
+        policy={"name": "linucb", "alpha": 0.4},
+        reward="low_latency",
+        guardian={"cooldown_s": 30, "latency": False},
+        db=str(tmp_path / "s.db"),
+    )
+    ctl = rw.Controller.from_settings(settings, log_events=False)
+    assert (ctl.policy.name, ctl.policy.params()["alpha"], ctl.seed) == ("linucb", 0.4, 3)
+    assert ctl.reward.name == "low_latency"
+    assert ctl.guardian is not None and ctl.guardian.cooldown_s == 30
+    assert not any(isinstance(c, rw.controller.LatencyCheck) for c in ctl.guardian.checks)
+    ctl.close()
+    again = rw.Controller.from_settings(settings, guardian=False, read_only=True)
+    assert again.guardian is None and again.read_only and again.policy.name == "linucb"
+    again.close()

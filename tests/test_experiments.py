@@ -8,12 +8,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import structlog
 from scipy import stats
 
 import routewise as rw
+from routewise.errors import ExperimentConflict, UnknownExperiment
 
 ARMS = rw.make_arms(["openai:gpt-5.4", "ollama:llama3"], ["direct_emit", "local_reconstructed"])
 GOOD = "openai:gpt-5.4/direct_emit"
@@ -197,3 +200,111 @@ def test_cli_sample_size() -> None:
     assert "control: 8,242 requests" in res.stdout
     res = run("experiment", "sample-size", "--mde", "0", "--sd", "0.5")
     assert res.returncode == 2 and "mde" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("variants", "split", "error", "field"),
+    [
+        ({"a": {}}, None, rw.ConfigError, "variants"),
+        ({"a": {}, "b": 3}, None, rw.ConfigError, "variants.b"),
+        ({"a": {}, "b": {"arms": []}}, None, rw.ConfigError, "variants.b.arms"),
+        ({"a": {}, "b": {"arms": ["x"]}}, None, rw.ConfigError, "variants.b.arms[0]"),
+        ({"a": {}, "b": {"policy": 5}}, None, rw.ConfigError, "variants.b.policy"),
+        ({"a": {}, "b": {"policy": {"alpha": 1}}}, None, rw.ConfigError, "variants.b.policy"),
+        (
+            {"a": {}, "b": {"policy": {"name": "linucb", "alpha": float("nan")}}},
+            None,
+            rw.ConfigError,
+            "variants.b.policy.alpha",
+        ),
+        (
+            {"a": {}, "b": {"policy": {"name": "linucb", "alpha": 10**400}}},
+            None,
+            rw.ConfigError,
+            "variants.b.policy.alpha",
+        ),
+        ({"a": {}, "b": {"reward": "nope"}}, None, rw.ConfigError, "variants.b.reward"),
+        ({"a": {}, "b": {"reward": {"w": 1}}}, None, rw.ConfigError, "variants.b.reward.w"),
+        ({"a": {}, "b": {"extra": 1}}, None, rw.ConfigError, "variants.b.extra"),
+        ({"a": {}, "b c": {}}, None, rw.ConfigError, "variants"),
+        ({"a": {}, "b": {}}, {"a": 0.5, "b": 0.6}, rw.ConfigError, "split"),
+        ({"a": {}, "b": {}}, {"a": 1.0}, rw.ConfigError, "split"),
+        ({"a": {}, "b": {}}, {"a": 0.0, "b": 1.0}, rw.ConfigError, "split.a"),
+    ],
+)
+def test_create_experiment_names_the_field(
+    variants: dict[str, Any], split: dict[str, float] | None, error: type[Exception], field: str
+) -> None:
+    """The library names the request field itself (the sidecar only passes the body on)."""
+    ctl = rw.Controller(arms=ARMS, seed=0)
+    with pytest.raises(error) as ei:
+        ctl.create_experiment("bad", variants, split)
+    assert type(ei.value) is error and getattr(ei.value, "field", None) == field
+    assert ctl.experiments() == []
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"salt": ""}, "salt"),
+        ({"alpha": 1.5}, "alpha"),
+        ({"guardrails": {"min_n": 1}}, "guardrails.min_n"),
+        ({"guardrails": {"nope": 1}}, "guardrails.nope"),
+        ({"status": "running"}, "status"),
+    ],
+)
+def test_create_experiment_names_a_bad_option(options: dict[str, Any], field: str) -> None:
+    ctl = rw.Controller(arms=ARMS, seed=0)
+    with pytest.raises(rw.ConfigError) as ei:
+        ctl.create_experiment("x", VARIANTS, **options)
+    assert ei.value.field == field and ctl.experiments() == []
+    with pytest.raises(rw.ConfigError) as ei:
+        ctl.create_experiment("x" * 129, VARIANTS)
+    assert ei.value.field == "name"
+
+
+def test_unknown_experiments_and_conflicts_are_typed(tmp_path: Path) -> None:
+    ctl = rw.Controller(arms=ARMS, seed=0, log_events=False)
+    for call in (
+        lambda: ctl.start_experiment("nope"),
+        lambda: ctl.stop_experiment("nope"),
+        lambda: ctl.abort_experiment("nope"),
+        lambda: ctl.promote_experiment("nope", "control"),
+        lambda: ctl.experiment_status("nope"),
+        lambda: ctl.plot_experiment("nope", tmp_path / "x.png"),
+    ):
+        with pytest.raises(UnknownExperiment) as unknown:
+            call()
+        assert unknown.value.field == "name" and unknown.value.name == "nope"
+    ctl.create_experiment("x", VARIANTS)
+    ctl.create_experiment("y", VARIANTS)
+    with pytest.raises(ExperimentConflict) as conflict:
+        ctl.stop_experiment("x")  # a draft cannot stop
+    assert (conflict.value.field, conflict.value.name) == ("status", "x")
+    ctl.start_experiment("x")
+    with pytest.raises(UnknownExperiment):
+        ctl.start_experiment("nope")  # unknown first, even while another runs
+    with pytest.raises(ExperimentConflict) as conflict:
+        ctl.start_experiment("y")
+    assert conflict.value.field == "name" and "already running" in conflict.value.reason
+    with pytest.raises(rw.ConfigError) as ei:
+        ctl.promote_experiment("x", "nope")
+    assert ei.value.field == "variant" and ctl.experiments()[0].status == "running"
+    ctl.abort_experiment("x")
+    with pytest.raises(ExperimentConflict) as conflict:
+        ctl.experiment_status("x")  # its statistics were released
+    assert conflict.value.field == "name"
+    assert ctl.experiment_status("y").status == "draft"
+
+
+def test_decision_log_names_the_policy_that_chose() -> None:
+    ctl = rw.Controller(arms=ARMS, policy="squarecb", seed=0, log_decisions=True)
+    ctl.create_experiment("e", {"control": {}, "candidate": {"policy": "linucb"}})
+    ctl.start_experiment("e")
+    with structlog.testing.capture_logs() as logs:
+        ds = [ctl.decide({}, unit_id=f"user-{i}") for i in range(40)]
+    lines = [e for e in logs if e["event"] == "decision"]
+    assert [(e["policy"], e["experiment"], e["variant"]) for e in lines] == [
+        (d.policy, "e", d.variant) for d in ds
+    ]
+    assert {e["policy"] for e in lines} == {"squarecb", "linucb"}

@@ -328,7 +328,7 @@ def test_p_value_and_cs_agree_and_mixing_ratio() -> None:
     [(0.01, 2e-5, 4e-5), (-0.3, 1e-2, 1e-3), (0.0, 1e-4, 1e-4), (0.2, 0.0, 0.0), (0.0, 0.0, 0.0)],
 )
 def test_scalar_hot_path_matches_public_functions(diff: float, var: float, vt: float) -> None:
-    from routewise.controller.experiments import _cs
+    from routewise.controller.experiments.sequential import cs as _cs
 
     low, high, p = _cs(diff, var, vt, 0.05)
     hw = float(normal_mixture_half_width(var, vt, 0.05))

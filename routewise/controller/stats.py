@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from routewise.types import wire
+
 __all__ = ["ArmStats", "LatencyHistogram"]
 
 _RATIO = 1.02
@@ -110,7 +112,8 @@ class ArmStats:
         self.cost_sum += float(outcome["cost_usd"])
         self.latency.add(float(outcome["latency_ms"]))
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> wire.ArmStats:
+        """The arm's row of :class:`~routewise.types.Status` (without its health)."""
         n_out = self.feedbacks - self.defaulted
         return {
             "decisions": self.decisions,

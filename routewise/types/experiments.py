@@ -84,6 +84,7 @@ GUARDRAILS: Final = ("validity", "p95_latency", "cost")
 #: Tolerance on ``sum(split) == 1``.
 _SPLIT_TOL: Final = 1e-9
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_.\-]+")
+_MAX_MIN_N: Final = 1_000_000_000
 #: Longest experiment or variant name.
 MAX_NAME_LENGTH: Final = 128
 
@@ -269,8 +270,8 @@ class Guardrails(_Model):
     @field_validator("min_n")
     @classmethod
     def _min_n(cls, v: int) -> int:
-        if v < 2:
-            raise ConfigError("min_n", f"must be >= 2, got {v!r}")
+        if not 2 <= v <= _MAX_MIN_N:
+            raise ConfigError("min_n", f"must be in [2, {_MAX_MIN_N:_}], got {v!r}")
         return v
 
 
