@@ -11,8 +11,9 @@ refuses them with 403). Experiments: :meth:`Client.create_experiment`,
 :meth:`Client.promote_experiment` and :meth:`Client.abort_experiment` (operator actions: they
 need the token) return the experiment's spec as a plain dict (``ExperimentSpec.model_dump(mode="json")``),
 :meth:`Client.experiments` a list of them and :meth:`Client.experiment_status` the report as a
-plain dict (``ExperimentReport.to_dict()``); an unknown experiment raises ``ConfigError`` on
-field ``name``, as the library does. Liveness and readiness are :meth:`Client.alive` and
+plain dict (``ExperimentReport.to_dict()``); an unknown experiment raises
+``UnknownExperiment`` and a lifecycle conflict ``ExperimentConflict`` (both are ``ConfigError``),
+as the library does. Liveness and readiness are :meth:`Client.alive` and
 :meth:`Client.ready`.
 An error response is raised as the library exception it stands for — ``InvalidContext``,
 ``InvalidOutcome``, ``ConfigError``, ``UnknownArm``, ``UnknownDecision``, ``FeedbackTooLate``,
@@ -54,6 +55,7 @@ import httpx
 
 from routewise.errors import (
     ConfigError,
+    ExperimentConflict,
     FeedbackTooLate,
     InvalidContext,
     InvalidOutcome,
@@ -63,6 +65,7 @@ from routewise.errors import (
     StateError,
     UnknownArm,
     UnknownDecision,
+    UnknownExperiment,
 )
 from routewise.types import Arm, Decision, FeedbackResult, GuardianEvent, Outcome, RankedArm, Status
 
@@ -277,9 +280,14 @@ def error_from_response(status_code: int, body: Any, text: str = "") -> Routewis
         if code == "InvalidOutcome":
             return InvalidOutcome(_strip("outcome", field, "outcome"), reason)
         if code == "UnknownExperiment":
-            return ConfigError("name", reason)
+            known = body.get("known_experiments")
+            return UnknownExperiment(
+                str(body.get("experiment", "")), list(known) if isinstance(known, list) else []
+            )
+        if code == "ExperimentConflict":
+            return ExperimentConflict(str(body.get("experiment") or ""), field or "status", reason)
         if code == "ConfigError":
-            return ConfigError(str(body.get("library_field") or field or "request"), reason)
+            return ConfigError(field or "request", reason)
         if code == "UnknownArm":
             return UnknownArm(str(body["arm_id"]), list(body.get("known_arms") or []))
         if code == "UnknownDecision":

@@ -285,11 +285,11 @@ async def test_unknown_name_is_404_even_while_another_runs(api: httpx.AsyncClien
     # a second real one cannot start while the first runs
     await post(api, "/v1/experiments", 201, json={**SPEC, "name": "second"})
     r = await api.post("/v1/experiments/second/start")
-    assert r.status_code == 422 and r.json()["field"] == "name"
-    assert "already running" in r.json()["reason"]
+    assert r.status_code == 409 and r.json()["error"] == "ExperimentConflict"
+    assert r.json()["field"] == "name" and "already running" in r.json()["reason"]
 
 
-async def test_bad_transitions_are_422_on_status(
+async def test_bad_transitions_are_409_on_status(
     api: httpx.AsyncClient, ctl: rw.Controller
 ) -> None:
     await post(api, "/v1/experiments", 201, json=SPEC)
@@ -298,16 +298,17 @@ async def test_bad_transitions_are_422_on_status(
         ("/v1/experiments/ls-weights/promote", {"variant": "candidate"}),  # draft → promoted
     ]:
         r = await api.post(path, json=body)
-        assert r.status_code == 422, r.text
-        assert r.json()["error"] == "ConfigError" and r.json()["field"] == "status"
+        assert r.status_code == 409, r.text
+        assert r.json()["error"] == "ExperimentConflict" and r.json()["field"] == "status"
+        assert r.json()["experiment"] == "ls-weights"
     await post(api, "/v1/experiments/ls-weights/start")
     r = await api.post("/v1/experiments/ls-weights/start")
-    assert r.status_code == 422 and r.json()["field"] == "status"
+    assert r.status_code == 409 and r.json()["field"] == "status"
     await post(api, "/v1/experiments/ls-weights/abort")
     r = await api.post("/v1/experiments/ls-weights/start")  # aborted is final
-    assert r.status_code == 422 and r.json()["field"] == "status"
+    assert r.status_code == 409 and r.json()["field"] == "status"
     r = await api.get("/v1/experiments/ls-weights")  # its statistics were released
-    assert r.status_code == 422 and r.json()["field"] == "name"
+    assert r.status_code == 409 and r.json()["field"] == "name"
 
 
 async def test_promote_an_unknown_variant_keeps_it_running(
@@ -420,9 +421,9 @@ async def test_openapi_documents_the_experiment_endpoints(api: httpx.AsyncClient
     assert "201" in paths["/v1/experiments"]["post"]["responses"]
     for action in ("start", "stop", "abort", "promote"):
         responses = paths[f"/v1/experiments/{{name}}/{action}"]["post"]["responses"]
-        assert {"200", "403", "404", "422"} <= set(responses)
-    assert "404" in paths["/v1/experiments/{name}"]["get"]["responses"]
-    decision = spec["components"]["schemas"]["DecisionOut"]["properties"]
+        assert {"200", "403", "404", "409", "422"} <= set(responses)
+    assert {"404", "409"} <= set(paths["/v1/experiments/{name}"]["get"]["responses"])
+    decision = spec["components"]["schemas"]["Decision"]["properties"]
     assert {"experiment", "variant"} <= set(decision)
     assert "unit_id" in spec["components"]["schemas"]["DecideIn"]["properties"]
 

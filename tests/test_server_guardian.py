@@ -26,7 +26,8 @@ from schemathesis.generation import GenerationMode
 from structlog.testing import capture_logs
 
 import routewise as rw
-from routewise.server import _plain_json, create_app
+from routewise.server import create_app
+from routewise.types import GuardianEvent
 
 pytestmark = pytest.mark.anyio
 
@@ -91,11 +92,9 @@ async def test_events_limit_and_bad_limit(api: httpx.AsyncClient, ctl: rw.Contro
 
 
 def test_non_finite_evidence_is_sent_as_null() -> None:
-    ev = {"ts": 1.0, "evidence": {"ratio": math.inf, "n": 3, "x": [math.nan, 0.5], "ok": True}}
-    assert _plain_json(ev) == {
-        "ts": 1.0,
-        "evidence": {"ratio": None, "n": 3, "x": [None, 0.5], "ok": True},
-    }
+    evidence = {"ratio": math.inf, "n": 3, "x": [math.nan, 0.5], "ok": True}
+    ev = GuardianEvent(1.0, A, "healthy", "quarantined", "latency", evidence, "operator")
+    assert ev.to_dict()["evidence"] == {"ratio": None, "n": 3, "x": [None, 0.5], "ok": True}
 
 
 # ------------------------------------------------------------------ operator actions
@@ -209,7 +208,7 @@ async def test_with_a_token_everything_needs_it(ctl: rw.Controller) -> None:
         assert {"403", "404", "422"} <= set(operation["responses"])
         (param,) = operation["parameters"]
         assert param["name"] == "arm_id" and param["schema"]["enum"] == ARM_IDS
-    assert "health" in spec["components"]["schemas"]["ArmStatsOut"]["properties"]
+    assert "health" in spec["components"]["schemas"]["ArmStats"]["properties"]
 
 
 # ------------------------------------------------------------------ durability, metrics, logs

@@ -1,0 +1,145 @@
+"""A/B experiments: ``/v1/experiments`` (list, create) and ``/v1/experiments/{name}`` (status
+report, start, stop, abort, promote).
+
+Creating and every lifecycle step are operator actions (the bearer token; 403 without one),
+acknowledged once durable. The controller checks everything and names the field: an unknown
+``name`` is ``UnknownExperiment`` (404), a step the experiment's state forbids
+``ExperimentConflict`` (409), a bad spec a ``ConfigError`` (422).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi import Path as PathParam
+from starlette.responses import Response
+
+from routewise.server.deps import CommitDep, ControllerDep, OperatorGate
+from routewise.server.durability import Barrier
+from routewise.server.errors import error_responses
+from routewise.server.logline import annotate
+from routewise.server.models import ExperimentIn, PromoteIn
+from routewise.types import ExperimentReport, ExperimentSpec
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["experiments"])
+
+Name = Annotated[str, PathParam(description="Experiment name.")]
+_UNKNOWN = "Unknown experiment (UnknownExperiment, field name)"
+_CONFLICT = (
+    "A step the experiment's state forbids (ExperimentConflict naming the field, e.g. status: "
+    "stopping a draft, starting a second experiment)"
+)
+_INVALID = (
+    "ConfigError naming the field (a bad spec, e.g. variants.candidate.arms; a name in use; "
+    "an unknown variant), PolicyError, UnknownArm"
+)
+_LIFECYCLE = error_responses(403, 404, 409, 422, 503, e404=_UNKNOWN, e409=_CONFLICT, e422=_INVALID)
+
+
+async def _acknowledge(
+    request: Request, commit: Barrier, spec: ExperimentSpec, status: int = 200
+) -> Response:
+    await commit.durable()
+    annotate(request, state=spec.status)
+    return Response(spec.model_dump_json(), status_code=status, media_type="application/json")
+
+
+@router.get("/v1/experiments", response_model=list[ExperimentSpec], responses=error_responses())
+async def list_experiments(ctl: ControllerDep) -> Response:
+    """Every experiment's spec and lifecycle state, in creation order."""
+    specs = ",".join(spec.model_dump_json() for spec in ctl.experiments())
+    return Response(f"[{specs}]", media_type="application/json")
+
+
+@router.post(
+    "/v1/experiments",
+    status_code=201,
+    response_model=ExperimentSpec,
+    responses=error_responses(400, 403, 413, 422, 503, e422=_INVALID),
+    dependencies=[Depends(OperatorGate("create"))],
+)
+async def create_experiment(
+    body: ExperimentIn, request: Request, ctl: ControllerDep, commit: CommitDep
+) -> Response:
+    """Create a draft experiment (the first variant is the control). Needs the bearer token."""
+    annotate(request, experiment=body.name)
+    spec = ctl.create_experiment(**body.arguments())
+    return await _acknowledge(request, commit, spec, 201)
+
+
+@router.get(
+    "/v1/experiments/{name}",
+    response_model=ExperimentReport,
+    responses=error_responses(
+        404,
+        409,
+        503,
+        e404=_UNKNOWN,
+        e409="The experiment was promoted or aborted: its statistics were released "
+        "(ExperimentConflict). A draft answers with zero counts.",
+    ),
+)
+async def experiment_status(name: Name, ctl: ControllerDep) -> Response:
+    """Per-variant numbers (n, mean reward with its confidence sequence, validity, p95
+    latency, cost), each candidate's always-valid comparison with the control, the
+    sample-ratio-mismatch check and guardrails."""
+    return Response(ctl.experiment_status(name).to_json(), media_type="application/json")
+
+
+@router.post(
+    "/v1/experiments/{name}/start",
+    response_model=ExperimentSpec,
+    responses=_LIFECYCLE,
+    dependencies=[Depends(OperatorGate("start"))],
+)
+async def start_experiment(
+    name: Name, request: Request, ctl: ControllerDep, commit: CommitDep
+) -> Response:
+    """Start routing traffic to the variants (one experiment runs at a time). Needs the
+    bearer token."""
+    return await _acknowledge(request, commit, ctl.start_experiment(name))
+
+
+@router.post(
+    "/v1/experiments/{name}/stop",
+    response_model=ExperimentSpec,
+    responses=_LIFECYCLE,
+    dependencies=[Depends(OperatorGate("stop"))],
+)
+async def stop_experiment(
+    name: Name, request: Request, ctl: ControllerDep, commit: CommitDep
+) -> Response:
+    """Stop assigning traffic; the statistics stay for status, promote or abort. Needs the
+    bearer token."""
+    return await _acknowledge(request, commit, ctl.stop_experiment(name))
+
+
+@router.post(
+    "/v1/experiments/{name}/abort",
+    response_model=ExperimentSpec,
+    responses=_LIFECYCLE,
+    dependencies=[Depends(OperatorGate("abort"))],
+)
+async def abort_experiment(
+    name: Name, request: Request, ctl: ControllerDep, commit: CommitDep
+) -> Response:
+    """End the experiment without changing the default policy. Needs the bearer token."""
+    return await _acknowledge(request, commit, ctl.abort_experiment(name))
+
+
+@router.post(
+    "/v1/experiments/{name}/promote",
+    response_model=ExperimentSpec,
+    responses={**_LIFECYCLE, **error_responses(400, 413)},
+    dependencies=[Depends(OperatorGate("promote"))],
+)
+async def promote_experiment(
+    name: Name, body: PromoteIn, request: Request, ctl: ControllerDep, commit: CommitDep
+) -> Response:
+    """Make the variant the default policy (its policy with what it learned, its reward
+    and arms); a running experiment is stopped first. Needs the bearer token."""
+    annotate(request, variant=body.variant)
+    return await _acknowledge(request, commit, ctl.promote_experiment(name, body.variant))
