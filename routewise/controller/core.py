@@ -78,6 +78,7 @@ from routewise.types import (
     ExperimentSpec,
     FeedbackResult,
     GuardianEvent,
+    GuardianHealth,
     HealthState,
     Outcome,
     RankedArm,
@@ -578,14 +579,20 @@ class Controller(LearningState):
         """The Guardian (``None`` when disabled)."""
         return self._guardian
 
-    def health(self) -> dict[str, str]:
+    def health(self) -> dict[str, HealthState]:
         """Each active arm's state as of now: ``"healthy"``, ``"quarantined"``, ``"probing"``
         or ``"pinned"`` (a quarantine whose cooldown ended reads ``"probing"``). Pure: the
         transition itself is recorded by the next decision, feedback or :meth:`tick`."""
         with self._lock:
             if self._guardian is None:
                 return dict.fromkeys(self._arm_ids, "healthy")
-            return self._guardian.states(self._arm_ids, self.clock())
+            return cast(dict[str, HealthState], self._guardian.states(self._arm_ids, self.clock()))
+
+    def guardian_health(self) -> GuardianHealth:
+        """:meth:`health` with whether the Guardian is on and which arm is pinned (pure)."""
+        with self._lock:
+            g = self._guardian
+            return GuardianHealth(g is not None, g.pinned if g is not None else None, self.health())
 
     def events(self, limit: int | None = None) -> list[GuardianEvent]:
         """Health transitions (time, arm, from, to, reason, evidence), oldest first."""
@@ -732,7 +739,7 @@ class Controller(LearningState):
             arms: dict[str, ArmStatsRow] = {}
             for a in self._arm_ids:
                 arms[a] = (self._stats.get(a) or ArmStats()).summary()
-                arms[a]["health"] = cast(HealthState, health[a])
+                arms[a]["health"] = health[a]
             for a, s in self._stats.items():
                 if a not in arms:
                     arms[a] = s.summary()

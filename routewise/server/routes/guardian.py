@@ -8,7 +8,7 @@ needs the bearer token (403 on a server without one) and is acknowledged once du
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, cast
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
@@ -19,7 +19,7 @@ from routewise.server.deps import CommitDep, ControllerDep, OperatorGate
 from routewise.server.durability import Barrier
 from routewise.server.errors import error_responses
 from routewise.server.logline import annotate
-from routewise.types import GuardianEvent, GuardianHealth, HealthState, OperatorResult
+from routewise.types import GuardianEvent, GuardianHealth, OperatorResult
 
 __all__ = ["router"]
 
@@ -42,14 +42,6 @@ _OPERATOR_RESPONSES = error_responses(
 )
 
 
-def _health(ctl: Controller) -> GuardianHealth:
-    g = ctl.guardian
-    pinned = g.pinned if g is not None else None
-    # Controller.health() is typed dict[str, str]; its values are HealthState names
-    arms = cast(dict[str, HealthState], ctl.health())
-    return GuardianHealth(enabled=g is not None, pinned=pinned, arms=arms)
-
-
 def _json(body: str) -> Response:
     return Response(body, media_type="application/json")
 
@@ -57,7 +49,7 @@ def _json(body: str) -> Response:
 @router.get("/v1/health", response_model=GuardianHealth, responses=error_responses())
 async def guardian_health(ctl: ControllerDep) -> Response:
     """Each arm's Guardian state: healthy, quarantined, probing or pinned."""
-    return _json(_health(ctl).to_json())
+    return _json(ctl.guardian_health().to_json())
 
 
 @router.get("/v1/events", response_model=list[GuardianEvent], responses=error_responses(422, 503))
@@ -79,7 +71,7 @@ async def _acknowledge(
     action: Literal["pin", "quarantine", "release"],
 ) -> Response:
     await commit.durable()
-    health = _health(ctl)
+    health = ctl.guardian_health()
     state = health.arms.get(arm_id, "healthy")
     annotate(request, state=state)
     result = OperatorResult(arm=arm_id, action=action, state=state, pinned=health.pinned)
