@@ -96,9 +96,11 @@ class Store(Protocol):
     """What the controller needs from persistence.
 
     Durability contract: when :meth:`log_feedback` returns, that feedback and every decision
-    logged before it are durable. With ``durability="always"`` the same holds when
-    :meth:`log_decision` returns. Anything not yet durable when the process dies is lost as a
-    *suffix* of the sequence, never a hole in it.
+    logged before it are durable (with ``durability="batch"``: only once :meth:`sync` or
+    :meth:`flush` returns). With ``durability="always"`` the same holds when
+    :meth:`log_decision` returns. When :meth:`sync` returns, every record logged before it is
+    durable. Anything not yet durable when the process dies is lost as a *suffix* of the
+    sequence, never a hole in it.
     """
 
     def load_meta(self) -> dict[str, Any] | None:
@@ -158,8 +160,14 @@ class Store(Protocol):
         """Highest sequence number stored (0 when empty)."""
         ...
 
+    def sync(self) -> None:
+        """Make everything logged so far durable, as cheaply as the store can (the sidecar's
+        group commit calls it once per event-loop turn); a no-op when it already is."""
+        ...
+
     def flush(self) -> None:
-        """Make everything logged so far durable."""
+        """Make everything logged so far durable and visible to other readers of the store
+        (:class:`~routewise.state.sqlite.SQLiteStore`: committed to its tables)."""
         ...
 
     def close(self) -> None:

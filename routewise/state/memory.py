@@ -158,6 +158,9 @@ class MemoryStore:
     def max_seq(self) -> int:
         return self._max_seq
 
+    def sync(self) -> None:
+        return None
+
     def flush(self) -> None:
         return None
 

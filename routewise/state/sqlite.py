@@ -1,36 +1,36 @@
-"""Embedded SQLite store (sqlite-utils, WAL journal).
+"""Embedded SQLite store (sqlite-utils, WAL journal); tables in :mod:`routewise.state.schema`.
 
-Schema (created with sqlite-utils, written on the hot path with prepared statements)::
+Durability: the database runs in WAL mode with ``synchronous=NORMAL``. A record is
+*acknowledged* once it is in the store's acknowledgement log ``<path>.acklog``
+(:mod:`routewise.state.acklog`): one ``write(2)`` of a checksummed line holding every record
+logged since the previous line. With ``durability="feedback"`` (the default) every
+:meth:`~SQLiteStore.log_feedback` appends such a line before returning; :meth:`~SQLiteStore.sync`
+appends one on demand (decisions with no feedback yet; with ``durability="batch"``, everything
+logged since the last line) — a server's group commit calls it once per event-loop turn. Rows
+reach the SQLite tables in batches (every ``batch_size`` records, every
+``checkpoint_interval_s`` from a background thread, and on :meth:`~SQLiteStore.flush` /
+:meth:`~SQLiteStore.close`), after which the acklog is emptied, so it never holds more than
+the rows the tables lack. A store opened after a crash first copies the acklog rows the tables
+do not hold yet into them (a torn last line, from a write the process never returned from, is
+skipped), and a read-only store reads them from the acklog, so nothing acknowledged is lost by
+``kill -9``: the kernel keeps a returned ``write`` even if the process dies. This is the same
+guarantee a WAL commit with ``synchronous=NORMAL`` gives (an OS crash or power loss may lose
+the last ones; with ``synchronous="FULL"`` every acklog line is ``fdatasync``-ed and commits
+fsync) for less: an acklog line with a decision and its feedback adds ~7 µs, a table
+transaction ~32 µs (it rewrites several B-tree pages), and the rows' batched insert is paid
+either way (``benchmarks/durability.py``; a transaction only wins when it is shared by more
+than ~8 decision+feedback pairs). ``durability="always"`` commits every decision and feedback
+to the tables directly; ``"batch"`` commits every ``batch_size`` records and makes records
+durable only on :meth:`~SQLiteStore.sync`/:meth:`~SQLiteStore.flush` (anything logged after
+the last one may be lost). Lost records are always a suffix of the log, never a hole.
 
-    meta(key PK, value JSON)
-    decisions(seq INTEGER PK, decision_id UNIQUE, ts, arm, propensity, policy, context JSON,
-              features BLOB float64, reward_spec JSON, eligible JSON, extra JSON)
-    feedback(seq INTEGER PK, decision_id UNIQUE, ts, outcome JSON, reward, defaulted)
-    events(seq INTEGER PK, ts, arm, event JSON)  -- Guardian / operator health transitions
-    snapshots(seq PK, ts, state JSON)          -- the newest ``keep_snapshots`` are kept
-
-Durability: the database runs in WAL mode with ``synchronous=NORMAL``. With
-``durability="feedback"`` (the default) a feedback is acknowledged once it is in the store's
-*acknowledgement log* ``<path>.acklog``: one ``write(2)`` of a checksummed line holding the
-feedback and every decision logged before it that is not yet durable. Rows reach the SQLite
-tables in batches (every ``batch_size`` records, every ``checkpoint_interval_s`` from a
-background thread, and on :meth:`flush`/:meth:`close`), after which the acklog is emptied. A
-store opened after a crash first copies the acklog rows the tables do not hold yet into them
-(a torn last line, from a write the process never returned from, is skipped), and a read-only
-store reads them from the acklog, so nothing acknowledged is lost by ``kill -9``: the kernel
-keeps a returned ``write`` even if the process dies. This is the same guarantee a WAL commit
-with ``synchronous=NORMAL`` gives (an OS crash or power loss may lose the last ones; with
-``synchronous="FULL"`` the acklog is ``fdatasync``-ed per feedback and commits fsync) for
-less: about 5 µs to build and append the line, plus the rows' share of a batched insert,
-instead of a ~35–40 µs transaction per feedback that rewrites four B-tree pages. ``durability="always"`` commits every decision and feedback to the tables directly;
-``"batch"`` commits every ``batch_size`` records without an acklog (fastest, may lose the last
-batch). Lost records are always a suffix of the log, never a hole. WAL checkpoints (copying
-the log back into the database, with its fsyncs) run on the background thread too.
+WAL checkpoints (copying the log back into the database, with its fsyncs) run on the
+background thread; the writer itself truncates the WAL once it passes ``wal_limit_frames``
+(see :meth:`SQLiteStore._bound_wal`), so its size is bounded however that thread is scheduled.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import heapq
 import json
@@ -38,172 +38,71 @@ import os
 import sqlite3
 import threading
 import time
-import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import sqlite_utils
 import structlog
 
 from routewise.errors import ConfigError, StateError
+from routewise.state.acklog import AckLog, ack_line, read_acklog
 from routewise.state.base import (
     DecisionRecord,
     Durability,
     Event,
     EventRecord,
     FeedbackRecord,
-    json_default,
     trace_line,
+)
+from routewise.state.schema import (
+    DECISION_COLS,
+    FEEDBACK_COLS,
+    INSERT_DECISION,
+    INSERT_EVENT,
+    INSERT_FEEDBACK,
+    Row,
+    check_schema,
+    create_schema,
+    decision_from_row,
+    decision_row,
+    event_from_row,
+    event_row,
+    feedback_from_row,
+    feedback_row,
 )
 
 __all__ = ["SQLiteStore"]
 
 _log = structlog.get_logger("routewise.state")
 
-_SCHEMA_VERSION = 1
-
-_INSERT_DECISION = (
-    "INSERT INTO decisions (decision_id, seq, ts, arm, propensity, policy, context, features, "
-    "reward_spec, eligible, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_FEEDBACK = "INSERT INTO feedback (decision_id, seq, ts, outcome, reward, defaulted) VALUES (?, ?, ?, ?, ?, ?)"
-_DECISION_COLS = (
-    "decision_id, seq, ts, arm, propensity, policy, context, features, reward_spec, eligible, extra"
-)
+_WAL_HEADER, _WAL_FRAME_HEADER = 32, 24  # bytes (SQLite's WAL file format)
+_TRUNCATE_BUSY_MS = 100  # how long the writer's WAL truncation waits for a reader
 
 
-# json.dumps(obj, separators=(",", ":")) without building an encoder per call (same output)
-_encode = json.JSONEncoder(separators=(",", ":"), default=json_default).encode
-_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
-_q: Any = json.encoder.encode_basestring_ascii  # a str as a JSON string literal (C speed-up)
-
-
-def _dumps(obj: Any) -> str | None:
-    return None if obj is None else _encode(obj)
-
-
-def _decision_row(rec: DecisionRecord) -> tuple[Any, ...]:
-    return (
-        rec.decision_id,
-        rec.seq,
-        rec.ts,
-        rec.arm,
-        rec.propensity,
-        rec.policy,
-        _encode(rec.context),
-        np.asarray(rec.features, dtype=np.float64).tobytes(),
-        _dumps(rec.reward_spec),
-        _dumps(rec.eligible),
-        _dumps(rec.extra) if rec.extra else None,
-    )
-
-
-def _decision_from_row(row: Sequence[Any]) -> DecisionRecord:
-    return DecisionRecord(
-        decision_id=row[0],
-        seq=int(row[1]),
-        ts=float(row[2]),
-        arm=row[3],
-        propensity=float(row[4]),
-        policy=row[5],
-        context=json.loads(row[6]),
-        features=np.frombuffer(row[7], dtype=np.float64).tolist(),
-        reward_spec=json.loads(row[8]) if row[8] is not None else None,
-        eligible=json.loads(row[9]) if row[9] is not None else None,
-        extra=json.loads(row[10]) if row[10] is not None else {},
-    )
-
-
-def _feedback_from_row(row: Sequence[Any]) -> FeedbackRecord:
-    return FeedbackRecord(
-        decision_id=row[0],
-        seq=int(row[1]),
-        ts=float(row[2]),
-        outcome=json.loads(row[3]) if row[3] is not None else None,
-        reward=float(row[4]),
-        defaulted=bool(row[5]),
-    )
-
-
-def _feedback_row(rec: FeedbackRecord) -> tuple[Any, ...]:
-    return (
-        rec.decision_id,
-        rec.seq,
-        rec.ts,
-        None if rec.outcome is None else _encode(rec.outcome),
-        rec.reward,
-        int(rec.defaulted),
-    )
-
-
-def _ack_line(decisions: Sequence[tuple[Any, ...]], feedback: tuple[Any, ...]) -> bytes:
-    """One acklog line: ``<crc32 hex> <json [[decision rows], feedback row]>``.
-
-    Built by hand from the rows the tables get, so the JSON texts they already hold (context,
-    reward spec, eligible arms, extra, outcome) are embedded as JSON rather than escaped again
-    as strings; the feature blob is base64. Floats are finite (validated upstream), so
-    ``repr`` is their exact JSON form.
-
-    Examples
-    --------
-    >>> d = ("id1", 1, 0.5, "a:m/direct_emit", 1.0, "squarecb", '{"n":1}', b"\\0" * 8,
-    ...      None, None, None)
-    >>> f = ("id1", 2, 0.75, '{"valid":true}', 0.25, 0)
-    >>> line = _ack_line([d], f)
-    >>> _parse_acklog(b"\\n" + line) == ([d], [f], 0)
-    True
-    """
-    parts = [
-        f"[{_q(r[0])},{r[1]},{r[2]!r},{_q(r[3])},{r[4]!r},{_q(r[5])},{r[6]},"
-        f'"{base64.b64encode(r[7]).decode("ascii")}",{r[8] or "null"},{r[9] or "null"},'
-        f"{r[10] or 'null'}]"
-        for r in decisions
-    ]
-    f = feedback
-    payload = (
-        f"[[{','.join(parts)}],[{_q(f[0])},{f[1]},{f[2]!r},{f[3] or 'null'},{f[4]!r},{f[5]}]]"
-    ).encode()
-    return b"%08x %b" % (zlib.crc32(payload), payload)
-
-
-def _parse_acklog(
-    data: bytes,
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
-    """Decision and feedback rows of an acklog's intact lines, and how many lines were bad
-    (a torn last line from a write cut short by the process dying)."""
-    decisions: list[tuple[Any, ...]] = []
-    feedback: list[tuple[Any, ...]] = []
-    bad = 0
-    for line in data.split(b"\n"):
-        if not line:
-            continue
-        crc, _, payload = line.partition(b" ")
-        try:
-            if len(crc) != 8 or int(crc, 16) != zlib.crc32(payload):
-                raise ValueError("checksum mismatch")
-            rows, fb = json.loads(payload)
-            if any(len(r) != 11 for r in rows) or len(fb) != 6:
-                raise ValueError("wrong row width")
-            parsed = [
-                (
-                    *r[:6],
-                    _encode(r[6]),
-                    base64.b64decode(r[7], validate=True),
-                    _dumps(r[8]),
-                    _dumps(r[9]),
-                    _dumps(r[10]),
-                )
-                for r in rows
-            ]
-            fb = [*fb[:3], _dumps(fb[3]), *fb[4:]]
-        except (ValueError, TypeError, IndexError):
-            bad += 1
-            continue
-        decisions.extend(parsed)
-        feedback.append(tuple(fb))
-    return decisions, feedback, bad
+def _check_arguments(
+    durability: str,
+    batch_size: int,
+    synchronous: str,
+    keep_snapshots: int,
+    checkpoint_interval_s: float,
+    wal_limit_frames: int,
+) -> None:
+    """Raise :class:`ConfigError` naming the first invalid :class:`SQLiteStore` argument."""
+    if durability not in ("always", "feedback", "batch"):
+        raise ConfigError(
+            "durability", f"must be 'always', 'feedback' or 'batch', got {durability!r}"
+        )
+    if batch_size < 1:
+        raise ConfigError("batch_size", f"must be >= 1, got {batch_size!r}")
+    if synchronous not in ("OFF", "NORMAL", "FULL"):
+        raise ConfigError("synchronous", f"must be OFF, NORMAL or FULL, got {synchronous!r}")
+    if not checkpoint_interval_s > 0:
+        raise ConfigError("checkpoint_interval_s", f"must be > 0, got {checkpoint_interval_s!r}")
+    if keep_snapshots < 1:
+        raise ConfigError("keep_snapshots", f"must be >= 1, got {keep_snapshots!r}")
+    if wal_limit_frames < 1:
+        raise ConfigError("wal_limit_frames", f"must be >= 1, got {wal_limit_frames!r}")
 
 
 class SQLiteStore:
@@ -217,7 +116,9 @@ class SQLiteStore:
         ``"feedback"`` (default): a feedback is durable before returning, together with every
         decision logged before it (appended to ``<path>.acklog``; the tables get the rows in
         batches). ``"always"``: decisions and feedback commit to the tables before returning.
-        ``"batch"``: commit every ``batch_size`` records and on :meth:`flush`/:meth:`close`.
+        ``"batch"``: commit every ``batch_size`` records and on :meth:`flush`/:meth:`close`;
+        durable on :meth:`sync` too. In every mode :meth:`sync` makes everything logged so
+        far durable (cheaply, through the acklog).
     batch_size
         Records per table commit in ``"batch"`` and ``"feedback"`` modes.
     synchronous
@@ -229,14 +130,15 @@ class SQLiteStore:
         Period of the background thread: it copies acklog-backed rows to the tables (so
         other processes see them within this time) and checkpoints the WAL.
     wal_limit_frames
-        WAL size (in pages) past which the background thread pauses the writer for one
-        TRUNCATE checkpoint, keeping the WAL bounded under sustained writes.
+        WAL size (in pages) past which the writer runs one TRUNCATE checkpoint after its
+        commit, keeping the WAL bounded under sustained writes.
     read_only
         Open for queries next to a live writer: no lock, no writes; rows a crashed writer
         left in the acklog are read from it.
 
     Files: ``<path>`` and SQLite's ``-wal``/``-shm``; ``<path>.lock`` (the one-writer lock);
-    ``<path>.acklog`` while a ``"feedback"`` writer is open (removed by :meth:`close`).
+    ``<path>.acklog`` while a writer that acknowledges through it is open (removed by
+    :meth:`close`).
 
     Examples
     --------
@@ -247,6 +149,9 @@ class SQLiteStore:
     {'arms': ['a/direct_emit']}
     >>> store.close()
     """
+
+    FILE_SUFFIXES = ("", "-wal", "-shm", ".acklog", ".lock")
+    """The files of a store at ``path``: ``path + suffix``."""
 
     def __init__(
         self,
@@ -261,31 +166,24 @@ class SQLiteStore:
         read_only: bool = False,
     ) -> None:
         self._lockfile: Any = None  # first: __del__ releases it even if __init__ raises
-        if durability not in ("always", "feedback", "batch"):
-            raise ConfigError(
-                "durability", f"must be 'always', 'feedback' or 'batch', got {durability!r}"
-            )
-        if batch_size < 1:
-            raise ConfigError("batch_size", f"must be >= 1, got {batch_size!r}")
-        if synchronous not in ("OFF", "NORMAL", "FULL"):
-            raise ConfigError("synchronous", f"must be OFF, NORMAL or FULL, got {synchronous!r}")
+        _check_arguments(
+            durability,
+            batch_size,
+            synchronous,
+            keep_snapshots,
+            checkpoint_interval_s,
+            wal_limit_frames,
+        )
         self.path = str(path)
         self.durability = durability
         self.batch_size = batch_size
         self.synchronous = synchronous
         self.keep_snapshots = keep_snapshots
-        if not checkpoint_interval_s > 0:
-            raise ConfigError(
-                "checkpoint_interval_s", f"must be > 0, got {checkpoint_interval_s!r}"
-            )
-        if keep_snapshots < 1:
-            raise ConfigError("keep_snapshots", f"must be >= 1, got {keep_snapshots!r}")
-        if wal_limit_frames < 1:
-            raise ConfigError("wal_limit_frames", f"must be >= 1, got {wal_limit_frames!r}")
         self.checkpoint_interval_s = checkpoint_interval_s
         self.wal_limit_frames = wal_limit_frames
         self.read_only = read_only
-        if self.path != ":memory:":
+        on_disk = self.path != ":memory:"
+        if on_disk:
             parent = Path(self.path).expanduser().resolve().parent
             if not parent.is_dir():
                 raise ConfigError("store", f"directory {str(parent)!r} does not exist")
@@ -293,61 +191,36 @@ class SQLiteStore:
                 raise ConfigError("store", f"{self.path!r} does not exist")
             if not read_only:
                 self._acquire_writer_lock()
-        try:
-            if read_only and self.path != ":memory:":
-                uri = f"file:{Path(self.path).resolve()}?mode=ro"
-                self._conn = sqlite3.connect(
-                    uri, uri=True, isolation_level=None, check_same_thread=False
-                )
-                self._db = sqlite_utils.Database(self._conn)
-                self._check_schema()
-            else:
-                self._conn = sqlite3.connect(
-                    self.path, isolation_level=None, check_same_thread=False
-                )
-                self._db = sqlite_utils.Database(self._conn)
-                if self.path != ":memory:":
-                    self._db.enable_wal()
-                    # checkpoints (the fsync-heavy part of WAL) run on a background thread
-                    self._conn.execute("PRAGMA wal_autocheckpoint=0")
-                self._conn.execute(f"PRAGMA synchronous={synchronous}")
-                self._create_schema()
-        except sqlite3.DatabaseError as exc:
-            self._release_writer_lock()
-            raise StateError(f"store {self.path!r}: cannot open SQLite database ({exc})") from None
+        self._connect()
         self._lock = threading.RLock()
-        self._buf_decisions: list[tuple[Any, ...]] = []
+        self._buf_decisions: list[Row] = []
         self._buf_index: dict[str, DecisionRecord] = {}
-        self._buf_feedback: list[tuple[Any, ...]] = []
+        self._buf_feedback: list[Row] = []
         self._buf_feedback_index: dict[str, FeedbackRecord] = {}
-        self._max_seq = int(
-            self._conn.execute(
-                "SELECT max(coalesce((SELECT max(seq) FROM decisions), 0), "
-                "coalesce((SELECT max(seq) FROM feedback), 0), "
-                "coalesce((SELECT max(seq) FROM events), 0))"
-            ).fetchone()[0]
-        )
+        self._buf_events: list[Row] = []  # only rows recovered from an acklog
+        self._max_seq = self._tables_max_seq()
         self._ack_path = self.path + ".acklog"
-        self._ack_fd: int | None = None
-        self._ack_size = 0  # bytes appended since the acklog was last emptied
-        self._ack_from = 0  # buffered decisions before this index are in the acklog
-        if self.path != ":memory:":
+        self._acklog: AckLog | None = None
+        self._ack_d = self._ack_f = 0  # buffered rows before these indexes are in the acklog
+        writer = on_disk and not read_only
+        self._wal_path = self.path + "-wal" if writer else None
+        page = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+        self._wal_limit = _WAL_HEADER + wal_limit_frames * (page + _WAL_FRAME_HEADER)  # bytes
+        self._wal_check_at = self._wal_limit  # WAL size at which _bound_wal truncates it
+        self._busy_timeout_ms = int(self._conn.execute("PRAGMA busy_timeout").fetchone()[0])
+        self._checkpointing = threading.Lock()  # this store's checkpoints, one at a time
+        if on_disk:
             self._recover_acklog()
-            if not read_only and durability == "feedback":
-                self._ack_fd = os.open(
-                    self._ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666
-                )
+            if writer and durability == "feedback":
+                self._acklog = AckLog(self._ack_path, datasync=synchronous == "FULL")
         self._closed = False
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
-        if self.path != ":memory:" and not read_only:
+        if writer:
             self._checkpointer = threading.Thread(
                 target=self._checkpoint_loop, name="routewise-wal-checkpoint", daemon=True
             )
             self._checkpointer.start()
-
-    FILE_SUFFIXES = ("", "-wal", "-shm", ".acklog", ".lock")
-    """The files of a store at ``path``: ``path + suffix``."""
 
     @classmethod
     def remove_files(cls, path: str | Path) -> None:
@@ -355,64 +228,91 @@ class SQLiteStore:
         for suffix in cls.FILE_SUFFIXES:
             Path(str(path) + suffix).unlink(missing_ok=True)
 
+    # ------------------------------------------------------------------ open
+    def _connect(self) -> None:
+        """Open the connection: read-only (the schema must exist), or a writer in WAL mode
+        that creates the schema."""
+        try:
+            if self.read_only and self.path != ":memory:":
+                uri = f"file:{Path(self.path).resolve()}?mode=ro"
+                self._conn = sqlite3.connect(
+                    uri, uri=True, isolation_level=None, check_same_thread=False
+                )
+                self._db = sqlite_utils.Database(self._conn)
+                check_schema(self._db, self.path)
+                return
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db = sqlite_utils.Database(self._conn)
+            if self.path != ":memory:":
+                self._db.enable_wal()
+                # checkpoints (the fsync-heavy part of WAL) run on a background thread
+                self._conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            create_schema(self._db, self._conn, self.path)
+        except sqlite3.DatabaseError as exc:
+            self._release_writer_lock()
+            raise StateError(f"store {self.path!r}: cannot open SQLite database ({exc})") from None
+
+    def _tables_max_seq(self) -> int:
+        return int(
+            self._conn.execute(
+                "SELECT max(coalesce((SELECT max(seq) FROM decisions), 0), "
+                "coalesce((SELECT max(seq) FROM feedback), 0), "
+                "coalesce((SELECT max(seq) FROM events), 0))"
+            ).fetchone()[0]
+        )
+
     def _recover_acklog(self) -> None:
         """Rows a crashed writer acknowledged but did not commit to the tables: a writer
         commits them now (and empties the acklog); a read-only store serves them from
         memory. The tables always hold a prefix of the sequence, so the acklog rows that
         matter are exactly those past the tables' highest ``seq``."""
         try:
-            data = Path(self._ack_path).read_bytes()
-        except FileNotFoundError:
-            return
+            rows = read_acklog(self._ack_path)
         except OSError as exc:
             raise StateError(
                 f"store {self.path!r}: cannot read {self._ack_path!r} ({exc})"
             ) from None
-        if not data:
+        if rows is None:
             return
-        decisions, feedback, bad = _parse_acklog(data)
         top = self._max_seq
-        decisions = [r for r in decisions if r[1] > top]
-        feedback = [r for r in feedback if r[1] > top]
+        decisions = [r for r in rows.decisions if r[1] > top]
+        feedback = [r for r in rows.feedback if r[1] > top]
+        events = [r for r in rows.events if r[0] > top]
+        self._buf_decisions.extend(decisions)
+        self._buf_feedback.extend(feedback)
+        self._buf_events.extend(events)
+        self._max_seq = max([top] + [r[1] for r in decisions + feedback] + [r[0] for r in events])
         if self.read_only:
-            for r in decisions:
-                rec = _decision_from_row(r)
-                self._buf_decisions.append(r)
-                self._buf_index[rec.decision_id] = rec
-            for r in feedback:
-                frec = _feedback_from_row(r)
-                self._buf_feedback.append(r)
-                self._buf_feedback_index[frec.decision_id] = frec
-        else:
-            if bad:
-                _log.warning(
-                    "acklog.torn_lines",
-                    store=self.path,
-                    lines=bad,
-                    detail="lines of an interrupted write were skipped (never acknowledged)",
-                )
-            self._buf_decisions.extend(decisions)
-            self._buf_feedback.extend(feedback)
-            self._commit()
-            if self.durability == "feedback":
-                with open(self._ack_path, "r+b") as fh:
-                    fh.truncate(0)
-            else:  # this writer will not use it
-                os.unlink(self._ack_path)
-            if decisions or feedback:
-                _log.info(
-                    "acklog.recovered",
-                    store=self.path,
-                    decisions=len(decisions),
-                    feedback=len(feedback),
-                )
-        self._max_seq = max([top] + [r[1] for r in decisions] + [r[1] for r in feedback])
+            self._buf_index.update((r[0], decision_from_row(r)) for r in decisions)
+            self._buf_feedback_index.update((r[0], feedback_from_row(r)) for r in feedback)
+            return
+        if rows.bad:
+            _log.warning(
+                "acklog.torn_lines",
+                store=self.path,
+                lines=rows.bad,
+                detail="lines of an interrupted write were skipped (never acknowledged)",
+            )
+        self._commit()
+        if self.durability == "feedback":
+            with open(self._ack_path, "r+b") as fh:
+                fh.truncate(0)
+        else:  # this writer opens it again only if sync() is called
+            os.unlink(self._ack_path)
+        if decisions or feedback or events:
+            _log.info(
+                "acklog.recovered",
+                store=self.path,
+                decisions=len(decisions),
+                feedback=len(feedback),
+                events=len(events),
+            )
 
     def _acquire_writer_lock(self) -> None:
         """One writer per store: an advisory ``flock`` on ``<path>.lock``, released by the OS
         when the process dies (so ``kill -9`` never leaves a stale lock)."""
         import fcntl
-        import os
 
         lock_path = Path(self.path + ".lock")
         fh = lock_path.open("a+")
@@ -437,105 +337,64 @@ class SQLiteStore:
             self._lockfile.close()  # closing the descriptor releases the flock
             self._lockfile = None
 
-    def _check_schema(self) -> None:
-        tables = set(self._db.table_names())
-        missing = {"meta", "decisions", "feedback", "events", "snapshots"} - tables
-        if missing:
-            raise StateError(
-                f"store {self.path!r}: not a routewise store (missing {sorted(missing)})"
-            )
-
+    # ------------------------------------------------------------------- WAL
     def _checkpoint_loop(self) -> None:
-        """Copy the WAL back into the database every ``checkpoint_interval_s`` (PASSIVE: never
-        blocks the writer). Keeps checkpoint fsyncs off the decide/feedback path; the writer's
-        commits only append to the WAL, which is what makes them survive ``kill -9``.
-
-        Under sustained load a passive checkpoint never finds the WAL fully copied at the
-        moment the writer starts a transaction, so the WAL would never restart and would grow
-        without bound. Once it holds ``wal_limit_frames`` frames (~64 MB with 4 KiB pages),
-        the checkpointer pauses the writer (the store lock) for one TRUNCATE checkpoint: a
-        short stall every ~64 MB of log in exchange for a bounded file."""
-        # a short busy timeout bounds the stall if a reader (another process) holds an old
-        # snapshot: the TRUNCATE gives up and is retried next round
+        """Every ``checkpoint_interval_s``: commit acklog-backed rows to the tables (so other
+        processes see them), then copy the WAL back into the database (PASSIVE: never blocks
+        the writer). Keeps checkpoint fsyncs off the decide/feedback path; the writer's
+        commits only append to the WAL, which is what makes them survive ``kill -9``. The
+        WAL's size is bounded by the writer itself (:meth:`_bound_wal`), not by this thread."""
+        # its own connection: a checkpoint in progress never holds up the writer
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=0.1
         )
         try:
             while not self._stop.wait(self.checkpoint_interval_s):
-                if self._ack_fd is not None and self._buffered():
+                if self._acklog is not None and self._buffered():
                     with self._lock:
                         if self._closed:
                             break
-                        try:
-                            self._commit()
-                        except StateError as exc:  # rows stay in the acklog and the buffer
-                            _log.warning("store.flush_failed", store=self.path, error=str(exc))
-                try:
-                    row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if row is not None and row[1] >= self.wal_limit_frames:
-                        with self._lock:
-                            if self._closed:
-                                break
-                            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-                except sqlite3.Error:  # busy/locked (e.g. a reader): retry next round
-                    continue
+                        self._commit_acknowledged()
+                with self._checkpointing, contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # busy: next round
         finally:
             conn.close()
 
-    def _create_schema(self) -> None:
-        db = self._db
-        db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
-        db.table("decisions").create(
-            {
-                "decision_id": str,
-                "seq": int,
-                "ts": float,
-                "arm": str,
-                "propensity": float,
-                "policy": str,
-                "context": str,
-                "features": bytes,
-                "reward_spec": str,
-                "eligible": str,
-                "extra": str,
-            },
-            pk="seq",
-            not_null={"decision_id", "ts", "arm", "propensity", "context", "features"},
-            if_not_exists=True,
-        )
-        db.table("decisions").create_index(["decision_id"], unique=True, if_not_exists=True)
-        db.table("feedback").create(
-            {
-                "decision_id": str,
-                "seq": int,
-                "ts": float,
-                "outcome": str,
-                "reward": float,
-                "defaulted": int,
-            },
-            pk="seq",
-            not_null={"decision_id", "ts", "reward"},
-            if_not_exists=True,
-        )
-        db.table("feedback").create_index(["decision_id"], unique=True, if_not_exists=True)
-        db.table("events").create(
-            {"seq": int, "ts": float, "arm": str, "event": str}, pk="seq", if_not_exists=True
-        )
-        db.table("snapshots").create(
-            {"seq": int, "ts": float, "state": str}, pk="seq", if_not_exists=True
-        )
-        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            self._conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
-                (json.dumps(_SCHEMA_VERSION),),
-            )
-        elif json.loads(row[0]) != _SCHEMA_VERSION:
-            raise StateError(
-                f"store {self.path!r}: schema version {row[0]} is not supported (expected {_SCHEMA_VERSION})"
-            )
+    def _bound_wal(self) -> None:
+        """After a commit: once the WAL file holds ``wal_limit_frames`` frames, run one
+        TRUNCATE checkpoint (copy the WAL into the database and cut it to zero bytes).
 
-    # ----------------------------------------------------------------- meta
+        Under sustained writes a passive checkpoint never finds the WAL fully copied at the
+        moment the writer starts a transaction, so the WAL would never restart and would grow
+        without bound. Checking on the write path (one ``stat`` per commit) makes the bound
+        hold whatever the scheduling of the background thread: a short stall every
+        ``wal_limit_frames`` pages of log (~64 MB by default) in exchange for a bounded file.
+        It waits for a passive checkpoint of the background thread to finish (SQLite would
+        refuse a second checkpoint at once). A reader (another process) holding an old
+        snapshot can make it give up after 100 ms; the writer then tries again once the WAL
+        has grown by another ``wal_limit_frames``, so the stall is not repeated per commit."""
+        assert self._wal_path is not None
+        try:
+            size = os.stat(self._wal_path).st_size
+        except OSError:
+            return
+        if size < self._wal_check_at:
+            return
+        conn = self._conn
+        busy = 1
+        try:
+            conn.execute(f"PRAGMA busy_timeout={_TRUNCATE_BUSY_MS}")
+            with self._checkpointing:
+                row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            busy = 1 if row is None else int(row[0])
+        except sqlite3.Error:  # locked: tried again later
+            pass
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+        self._wal_check_at = size + self._wal_limit if busy else self._wal_limit
+
+    # ------------------------------------------------------------------ meta
     def load_meta(self) -> dict[str, Any] | None:
         with self._lock:
             row = self._conn.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
@@ -548,9 +407,9 @@ class SQLiteStore:
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('config', ?)", (json.dumps(meta),)
             )
 
-    # ---------------------------------------------------------------- write
+    # ----------------------------------------------------------------- write
     def log_decision(self, rec: DecisionRecord) -> None:
-        row = _decision_row(rec)
+        row = decision_row(rec)
         with self._lock:
             self._check_open()
             self._buf_decisions.append(row)
@@ -563,63 +422,74 @@ class SQLiteStore:
                 self._commit()
 
     def log_feedback(self, rec: FeedbackRecord) -> None:
-        row = _feedback_row(rec)
+        row = feedback_row(rec)
         with self._lock:
             self._check_open()
-            if self._ack_fd is not None:
-                self._acknowledge(rec, row)
-                return
+            acked = self.durability == "feedback" and self._acklog is not None
+            if acked:  # durable once this returns (raises with nothing written)
+                self._append_acklog(row)
             self._buf_feedback.append(row)
             self._buf_feedback_index[rec.decision_id] = rec
+            if acked:
+                self._ack_f = len(self._buf_feedback)
             if rec.seq > self._max_seq:
                 self._max_seq = rec.seq
-            if self.durability != "batch" or self._buffered() >= self.batch_size:
+            if acked:
+                if self._buffered() >= self.batch_size:
+                    self._commit_acknowledged()
+            elif self.durability != "batch" or self._buffered() >= self.batch_size:
                 self._commit()
 
-    def _acknowledge(self, rec: FeedbackRecord, row: tuple[Any, ...]) -> None:
-        """``durability="feedback"``: append the feedback and the decisions before it to the
-        acklog (durable once ``write`` returns), then commit to the tables per batch."""
-        assert self._ack_fd is not None
+    def sync(self) -> None:
+        """Make every record logged so far durable: one acklog line with those that are not
+        yet (no table commit); nothing to do when there are none, with
+        ``durability="always"``, or for a ``":memory:"`` or read-only store."""
+        with self._lock:
+            if self._closed or self.read_only or self.durability == "always":
+                return
+            if self.path == ":memory:":
+                return
+            self._append_acklog()
+            if self._buffered() >= self.batch_size:
+                self._commit_acknowledged()
+
+    def _append_acklog(self, feedback: Row | None = None) -> None:
+        """Append one acklog line with every buffered record not in the acklog yet (and
+        ``feedback``, which the caller buffers next); ``StateError`` if nothing was written."""
         if self._buffered() >= 16 * self.batch_size:
             self._commit()  # the tables keep failing: refuse (nothing written) before the acklog grows further
-        line = b"\n" + _ack_line(self._buf_decisions[self._ack_from :], row)
-        # each line starts with a newline, so a line torn by a failed write cannot swallow the next one
+        decisions = self._buf_decisions[self._ack_d :]
+        fbs = self._buf_feedback[self._ack_f :]
+        if feedback is not None:
+            fbs.append(feedback)
+        if not decisions and not fbs:
+            return
         try:
-            n = os.write(self._ack_fd, line)
-            while n < len(line):
-                n += os.write(self._ack_fd, line[n:])
-            if self.synchronous == "FULL":
-                _datasync(self._ack_fd)
+            if self._acklog is None:  # "batch": opened by the first sync()
+                self._acklog = AckLog(self._ack_path, datasync=self.synchronous == "FULL")
+            self._acklog.append(ack_line(decisions, fbs))
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._ack_fd, self._ack_size)
             raise StateError(
                 f"store {self.path!r}: write failed ({exc}); nothing was written"
             ) from exc
-        self._ack_size += len(line)
-        self._buf_feedback.append(row)
-        self._buf_feedback_index[rec.decision_id] = rec
-        self._ack_from = len(self._buf_decisions)
-        if rec.seq > self._max_seq:
-            self._max_seq = rec.seq
-        if self._buffered() >= self.batch_size:
-            try:
-                self._commit()
-            except StateError as exc:  # acknowledged already (in the acklog): retried later
-                _log.warning("store.flush_failed", store=self.path, error=str(exc))
+        self._ack_d = len(self._buf_decisions)
+        self._ack_f = len(self._buf_feedback)
+
+    def _commit_acknowledged(self) -> None:
+        """Commit buffered rows whose failure is no error: they are in the acklog already
+        (and stay there and in the buffer, to be committed later)."""
+        try:
+            self._commit()
+        except StateError as exc:
+            _log.warning("store.flush_failed", store=self.path, error=str(exc))
 
     def log_event(self, rec: EventRecord) -> None:
-        text = json.dumps(rec.event, separators=(",", ":"))
+        row = event_row(rec)
         with self._lock:
             self._check_open()
             if rec.seq > self._max_seq:
                 self._max_seq = rec.seq
-            self._commit(
-                (
-                    "INSERT INTO events (seq, ts, arm, event) VALUES (?, ?, ?, ?)",
-                    (rec.seq, float(rec.event["ts"]), rec.event["arm"], text),
-                )
-            )
+            self._commit((INSERT_EVENT, row))
 
     def list_events(self, limit: int | None = None) -> list[EventRecord]:
         self.flush()
@@ -630,21 +500,28 @@ class SQLiteStore:
                 rows = self._conn.execute(
                     "SELECT seq, event FROM events ORDER BY seq DESC LIMIT ?", (limit,)
                 ).fetchall()[::-1]
-        return [EventRecord(int(r[0]), json.loads(r[1])) for r in rows]
+            if self._buf_events:  # a read-only store: a crashed writer's acklog rows
+                rows += self._buf_events
+                if limit is not None:
+                    rows = rows[max(len(rows) - limit, 0) :]
+        return [event_from_row(r) for r in rows]
 
     def _buffered(self) -> int:
         return len(self._buf_decisions) + len(self._buf_feedback)
 
-    def _commit(self, extra: tuple[str, tuple[Any, ...]] | None = None) -> None:
-        if not self._buf_decisions and not self._buf_feedback and extra is None:
+    def _commit(self, extra: tuple[str, Row] | None = None) -> None:
+        """One transaction with every buffered row (and ``extra``); empties the acklog."""
+        if not (self._buf_decisions or self._buf_feedback or self._buf_events or extra):
             return
         conn = self._conn
         try:
             conn.execute("BEGIN")
             if self._buf_decisions:
-                conn.executemany(_INSERT_DECISION, self._buf_decisions)
+                conn.executemany(INSERT_DECISION, self._buf_decisions)
             if self._buf_feedback:
-                conn.executemany(_INSERT_FEEDBACK, self._buf_feedback)
+                conn.executemany(INSERT_FEEDBACK, self._buf_feedback)
+            if self._buf_events:
+                conn.executemany(INSERT_EVENT, self._buf_events)
             if extra is not None:
                 conn.execute(*extra)
             conn.execute("COMMIT")
@@ -658,13 +535,15 @@ class SQLiteStore:
         self._buf_index.clear()
         self._buf_feedback.clear()
         self._buf_feedback_index.clear()
-        self._ack_from = 0
-        if self._ack_size and self._ack_fd is not None:
+        self._buf_events.clear()
+        self._ack_d = self._ack_f = 0
+        if self._acklog is not None:
             try:
-                os.ftruncate(self._ack_fd, 0)
-                self._ack_size = 0
+                self._acklog.empty()
             except OSError as exc:  # harmless: rows already in the tables are skipped on recovery
                 _log.warning("acklog.truncate_failed", store=self.path, error=str(exc))
+        if self._wal_path is not None:
+            self._bound_wal()
 
     def flush(self) -> None:
         with self._lock:
@@ -677,16 +556,16 @@ class SQLiteStore:
         if self.read_only:
             raise StateError(f"store {self.path!r} is open read-only")
 
-    # ----------------------------------------------------------------- read
+    # ------------------------------------------------------------------ read
     def get_decision(self, decision_id: str) -> DecisionRecord | None:
         with self._lock:
             rec = self._buf_index.get(decision_id)
             if rec is not None:
                 return rec
             row = self._conn.execute(
-                f"SELECT {_DECISION_COLS} FROM decisions WHERE decision_id = ?", (decision_id,)
+                f"SELECT {DECISION_COLS} FROM decisions WHERE decision_id = ?", (decision_id,)
             ).fetchone()
-        return None if row is None else _decision_from_row(row)
+        return None if row is None else decision_from_row(row)
 
     def get_feedback(self, decision_id: str) -> FeedbackRecord | None:
         with self._lock:
@@ -694,10 +573,9 @@ class SQLiteStore:
             if rec is not None:
                 return rec
             row = self._conn.execute(
-                "SELECT decision_id, seq, ts, outcome, reward, defaulted FROM feedback WHERE decision_id = ?",
-                (decision_id,),
+                f"SELECT {FEEDBACK_COLS} FROM feedback WHERE decision_id = ?", (decision_id,)
             ).fetchone()
-        return None if row is None else _feedback_from_row(row)
+        return None if row is None else feedback_from_row(row)
 
     def save_snapshot(self, seq: int, state: dict[str, Any]) -> None:
         text = json.dumps(state, separators=(",", ":"))
@@ -731,11 +609,10 @@ class SQLiteStore:
     def events_since(self, seq: int) -> Iterator[Event]:
         self.flush()
         dcur = self._conn.execute(
-            f"SELECT {_DECISION_COLS} FROM decisions WHERE seq > ? ORDER BY seq", (seq,)
+            f"SELECT {DECISION_COLS} FROM decisions WHERE seq > ? ORDER BY seq", (seq,)
         )
         fcur = self._conn.execute(
-            "SELECT decision_id, seq, ts, outcome, reward, defaulted FROM feedback WHERE seq > ? ORDER BY seq",
-            (seq,),
+            f"SELECT {FEEDBACK_COLS} FROM feedback WHERE seq > ? ORDER BY seq", (seq,)
         )
         ecur = self._conn.execute(
             "SELECT seq, event FROM events WHERE seq > ? ORDER BY seq", (seq,)
@@ -747,11 +624,11 @@ class SQLiteStore:
         for s, _, kind, row in heapq.merge(drows, frows, erows):
             last = s
             if kind == "decision":
-                yield "decision", _decision_from_row(row)
+                yield "decision", decision_from_row(row)
             elif kind == "feedback":
-                yield "feedback", _feedback_from_row(row)
+                yield "feedback", feedback_from_row(row)
             else:
-                yield "event", EventRecord(int(row[0]), json.loads(row[1]))
+                yield "event", event_from_row(row)
         # a read-only store: acknowledged rows a crashed writer left in the acklog
         for ev in self._buffered_events():
             if ev[1].seq > last:
@@ -762,6 +639,7 @@ class SQLiteStore:
         with self._lock:
             evs: list[Event] = [("decision", r) for r in self._buf_index.values()]
             evs += [("feedback", f) for f in self._buf_feedback_index.values()]
+            evs += [("event", event_from_row(e)) for e in self._buf_events]
         evs.sort(key=lambda e: e[1].seq)
         return evs
 
@@ -769,9 +647,9 @@ class SQLiteStore:
         self.flush()
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT {_DECISION_COLS} FROM decisions ORDER BY seq DESC LIMIT ?", (n,)
+                f"SELECT {DECISION_COLS} FROM decisions ORDER BY seq DESC LIMIT ?", (n,)
             ).fetchall()
-            recs = [_decision_from_row(r) for r in reversed(rows)]
+            recs = [decision_from_row(r) for r in reversed(rows)]
             top = recs[-1].seq if recs else 0
             recs += sorted(
                 (r for r in self._buf_index.values() if r.seq > top), key=lambda r: r.seq
@@ -780,9 +658,10 @@ class SQLiteStore:
 
     def iter_trace(self, since: float | None = None) -> Iterator[dict[str, Any]]:
         self.flush()
-        cols = ", ".join(f"d.{c.strip()}" for c in _DECISION_COLS.split(","))
+        dcols = ", ".join(f"d.{c.strip()}" for c in DECISION_COLS.split(","))
+        fcols = ", ".join(f"f.{c.strip()}" for c in FEEDBACK_COLS.split(","))
         sql = (
-            f"SELECT {cols}, f.decision_id, f.seq, f.ts, f.outcome, f.reward, f.defaulted "
+            f"SELECT {dcols}, {fcols} "
             "FROM decisions d LEFT JOIN feedback f ON f.decision_id = d.decision_id "
         )
         params: tuple[Any, ...] = ()
@@ -793,8 +672,8 @@ class SQLiteStore:
         top = 0
         fbuf = self._buf_feedback_index  # a read-only store's acklog rows (empty otherwise)
         for row in self._conn.execute(sql, params):
-            d = _decision_from_row(row[:11])
-            f = _feedback_from_row(row[11:]) if row[11] is not None else fbuf.get(d.decision_id)
+            d = decision_from_row(row[:11])
+            f = feedback_from_row(row[11:]) if row[11] is not None else fbuf.get(d.decision_id)
             top = d.seq
             yield trace_line(d, f)
         for ev in self._buffered_events():
@@ -812,7 +691,7 @@ class SQLiteStore:
                 self._commit()
             self._closed = True
             self._stop.set()
-        # joined outside the lock: the checkpointer may be waiting for it (its WAL valve)
+        # joined outside the lock: the checkpointer may be waiting for it
         if self._checkpointer is not None:
             self._checkpointer.join()
         with self._lock:
@@ -821,12 +700,10 @@ class SQLiteStore:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             self._conn.close()
-            if self._ack_fd is not None:
-                os.close(self._ack_fd)
-                self._ack_fd = None
-                if not self._buffered():  # everything is in the tables
-                    with contextlib.suppress(OSError):
-                        os.unlink(self._ack_path)
+            if self._acklog is not None:
+                # removed when everything is in the tables
+                self._acklog.close(remove=not self._buffered())
+                self._acklog = None
             self._release_writer_lock()
 
     def __del__(self) -> None:
