@@ -22,6 +22,7 @@ import pytest
 import routewise as rw
 from routewise.client import APIError, Client
 from routewise.server import DEMO_BACKENDS
+from routewise.state.sqlite import SQLiteStore
 
 EXE = shutil.which("routewise")
 TOKEN = "subprocess-test-token-81c2"
@@ -115,6 +116,9 @@ class Daemon:
 
 
 def stored(db: Path) -> tuple[set[str], dict[str, float]]:
+    """What a restarted writer finds: opening the store recovers what the killed process
+    acknowledged (its acklog) into the tables."""
+    SQLiteStore(db).close()
     with sqlite3.connect(db) as conn:
         decisions = {r[0] for r in conn.execute("SELECT decision_id FROM decisions")}
         feedback = dict(conn.execute("SELECT decision_id, reward FROM feedback").fetchall())

@@ -49,10 +49,11 @@ Errors (:mod:`~routewise.server.errors`)
 
 Durability (:mod:`~routewise.server.durability`)
     A response is sent only once what it acknowledges is durable: every write handler awaits a
-    *group commit* — one store commit per event-loop turn, shared by every request handled in
-    that turn — before answering (a no-op with ``durability="always"``). So with any
-    durability mode an acknowledged decision or feedback survives ``kill -9``; ``"batch"``
-    turns the barrier into real group commit.
+    *group commit* — one ``store.sync()`` per event-loop turn (for SQLite one acklog line,
+    one ``write(2)``, the mechanism that acknowledges a library ``feedback()``), shared by every
+    request handled in that turn — before answering (a no-op with ``durability="always"``).
+    So with any durability mode an acknowledged decision, feedback or operator action
+    survives ``kill -9``; the rows reach the SQLite tables in batches.
 
 Concurrency
     Every controller call runs on the event-loop thread: the calls take tens of microseconds,

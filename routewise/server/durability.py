@@ -2,10 +2,11 @@
 
 Every handler that wrote awaits :meth:`Barrier.durable` before answering. With a store in
 ``"always"`` durability every write is already committed, so the barrier is a no-op; otherwise
-the first handler in an event-loop turn schedules one commit (``call_soon``), which runs after
-every handler already runnable in that turn and commits all their records in one transaction.
-So with any durability mode an acknowledged decision, feedback or operator action survives
-``kill -9``, and ``"batch"`` turns the barrier into real group commit.
+the first handler in an event-loop turn schedules one ``store.sync()`` (``call_soon``), which
+runs after every handler already runnable in that turn and makes all their records durable
+with one acklog line (one ``write(2)``; the rows reach the SQLite tables in batches). So with
+any durability mode an acknowledged decision, feedback or operator action survives
+``kill -9``.
 
 Examples
 --------
@@ -27,12 +28,10 @@ __all__ = ["Barrier", "GroupCommit", "group_commit", "store_barrier"]
 
 
 def store_barrier(store: Store) -> Callable[[], None]:
-    """The call that makes everything the store was given so far durable.
-
-    The one place that names it: today ``store.flush`` (commit the pending batch); this is
-    where the group commit switches to ``store.sync`` (durable as cheaply as the store can).
-    """
-    return store.flush
+    """The call that makes everything the store was given so far durable: ``store.sync``
+    (for SQLite, one acklog line holding every record not yet durable — the same mechanism
+    that acknowledges a library ``feedback()``; the rows reach the tables in batches)."""
+    return store.sync
 
 
 class Barrier:
