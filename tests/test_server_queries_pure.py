@@ -14,8 +14,8 @@ import httpx
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-import routewise as rw
 from routewise.server import create_app
+from routewise.state.sqlite import SQLiteStore
 from tests.test_queries_pure import BAD, CONTEXT, Clock, dump, memory, quarantined_controller
 
 GETS = [
@@ -64,3 +64,20 @@ def test_sidecar_gets_and_library_queries_write_nothing(tmp_path: Path) -> None:
         assert dump(db) != before
     finally:
         ctl.close()
+
+
+def test_events_are_read_without_committing_buffered_rows(tmp_path: Path) -> None:
+    """``GET /v1/events`` used to flush the store's buffered decisions into the tables."""
+    db = tmp_path / "buffered.db"
+    clock = Clock()
+    # no background commits during the test: only a read that flushes could change the tables
+    store = SQLiteStore(db, checkpoint_interval_s=3600.0)
+    ctl = quarantined_controller(store, clock)  # type: ignore[arg-type]
+    try:
+        ctl.decide(CONTEXT)  # buffered (acknowledged through the acklog), not yet in the tables
+        before = dump(db)
+        assert any(e.to_state == "quarantined" for e in ctl.events())
+        assert dump(db) == before
+    finally:
+        ctl.close()
+        store.close()

@@ -492,7 +492,7 @@ class SQLiteStore:
             self._commit((INSERT_EVENT, row))
 
     def list_events(self, limit: int | None = None) -> list[EventRecord]:
-        self.flush()
+        # no flush: a writer commits each event as it is logged, so reading writes nothing
         with self._lock:
             if limit is None:
                 rows = self._conn.execute("SELECT seq, event FROM events ORDER BY seq").fetchall()
