@@ -10,6 +10,9 @@ Examples
 True
 """
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _package_version
+
 from routewise.backends.router import Receipt, Router, RouteResult
 from routewise.client import APIError, AsyncClient, Client
 from routewise.controller import Controller, Guardian
@@ -40,7 +43,10 @@ from routewise.types import (
     make_arms,
 )
 
-__version__ = "0.1.0"
+try:  # the version is written once, in pyproject.toml
+    __version__ = _package_version("routewise")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "APIError",

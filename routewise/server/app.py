@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version as _package_version
 from typing import Any
 
 import structlog
@@ -12,7 +13,6 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from starlette.routing import BaseRoute
 
-from routewise import __version__
 from routewise.controller import Controller
 from routewise.errors import ConfigError
 from routewise.server.deps import BEARER, Sidecar
@@ -114,7 +114,7 @@ def create_app(
     )
     app = FastAPI(
         title="routewise sidecar",
-        version=__version__,
+        version=_package_version("routewise"),
         summary="Learn online which (backend, output mode) arm serves each structured-output LLM request.",
         lifespan=_lifespan,
         openapi_url=None,  # served by the operations router, behind the token gate
