@@ -76,6 +76,7 @@ async def create_experiment(
     responses=error_responses(
         404,
         409,
+        422,
         503,
         e404=_UNKNOWN,
         e409="The experiment was promoted or aborted: its statistics were released "
