@@ -62,16 +62,19 @@ def ack_line(
     >>> rows.decisions == [d], rows.feedback, rows.bad
     (True, [], 1)
     """
+    # list comprehensions, not generators: join() builds a list anyway (hot path)
     ds = ",".join(
-        f"[{_q(r[0])},{r[1]},{r[2]!r},{_q(r[3])},{r[4]!r},{_q(r[5])},{r[6]},"
-        f'"{base64.b64encode(r[7]).decode("ascii")}",{r[8] or "null"},{r[9] or "null"},'
-        f"{r[10] or 'null'}]"
-        for r in decisions
+        [
+            f"[{_q(r[0])},{r[1]},{r[2]!r},{_q(r[3])},{r[4]!r},{_q(r[5])},{r[6]},"
+            f'"{base64.b64encode(r[7]).decode("ascii")}",{r[8] or "null"},{r[9] or "null"},'
+            f"{r[10] or 'null'}]"
+            for r in decisions
+        ]
     )
     fs = ",".join(
-        f"[{_q(f[0])},{f[1]},{f[2]!r},{f[3] or 'null'},{f[4]!r},{f[5]}]" for f in feedback
+        [f"[{_q(f[0])},{f[1]},{f[2]!r},{f[3] or 'null'},{f[4]!r},{f[5]}]" for f in feedback]
     )
-    es = ",".join(f"[{e[0]},{e[1]!r},{_q(e[2])},{e[3]}]" for e in events)
+    es = ",".join([f"[{e[0]},{e[1]!r},{_q(e[2])},{e[3]}]" for e in events]) if events else ""
     payload = f"[[{ds}],[{fs}],[{es}]]".encode()
     return b"%08x %b" % (zlib.crc32(payload), payload)
 
