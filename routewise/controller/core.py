@@ -756,7 +756,7 @@ class Controller(LearningState):
 
     # ---------------------------------------------------------------- state
     def export_trace(self, file: str | Path | IO[str], *, since: float | None = None) -> int:
-        """Write the JSON-Lines trace (DESIGN.md format) to ``file``; returns lines written."""
+        """Write the JSON-Lines trace (format: :mod:`routewise.simulations.trace`) to ``file``; returns lines written."""
         with self._lock:
             return write_trace(self._store, file, since)
 

@@ -156,7 +156,7 @@ def controller_meta(
 
 
 def write_trace(store: Store, file: str | Path | IO[str], since: float | None = None) -> int:
-    """Write the JSON-Lines trace (DESIGN.md format) of ``store`` to ``file`` (a path is
+    """Write the JSON-Lines trace (format: :mod:`routewise.simulations.trace`) of ``store`` to ``file`` (a path is
     written whole or not at all); returns the lines written."""
     encode = json.JSONEncoder(separators=(",", ":"), default=json_default).encode
 

@@ -1,6 +1,6 @@
 """Streaming reader of logged decision traces: JSON Lines files and routewise SQLite stores.
 
-A trace line (DESIGN.md)::
+A trace line (the format the sidecar exports and `replay` reads)::
 
     {"decision_id": "…", "ts": 1764100000.123, "context": {…}, "arm": "backend/mode",
      "propensity": 0.83, "outcome": {"valid": true, "latency_ms": 812.5, …}, "reward": 0.71}

@@ -153,7 +153,7 @@ class Store(Protocol):
         ...
 
     def iter_trace(self, since: float | None = None) -> Iterator[dict[str, Any]]:
-        """Trace lines (DESIGN.md format), decisions in sequence order, optionally ``ts >= since``."""
+        """Trace lines (:mod:`routewise.simulations.trace` format), decisions in sequence order, optionally ``ts >= since``."""
         ...
 
     def max_seq(self) -> int:
@@ -176,7 +176,7 @@ class Store(Protocol):
 
 
 def trace_line(d: DecisionRecord, f: FeedbackRecord | None) -> dict[str, Any]:
-    """Build one DESIGN.md trace line from a decision and its feedback (if any)."""
+    """Build one trace line (:mod:`routewise.simulations.trace`) from a decision and its feedback (if any)."""
     line: dict[str, Any] = {
         "decision_id": d.decision_id,
         "ts": d.ts,

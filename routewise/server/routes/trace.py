@@ -53,7 +53,7 @@ async def _lines(
     response_class=StreamingResponse,
     responses={
         200: {
-            "description": "One JSON object per line (the DESIGN.md trace format).",
+            "description": "One JSON object per line (the trace format of routewise.simulations.trace).",
             "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
         },
         **error_responses(422, 503),
