@@ -1,5 +1,10 @@
 """routewise — learn online which (backend, output mode) arm serves each structured-output request.
 
+Layers (top to bottom; a module imports only from layers below it, checked by import-linter):
+``cli`` → ``server`` | ``client`` | ``demo`` (adapters) → ``simulations`` | ``backends`` →
+``controller`` → ``state`` | ``reward`` | ``config`` → ``types`` (values and wire types) →
+``bandits`` → ``errors``. This module re-exports the public surface.
+
 Examples
 --------
 >>> import routewise as rw
