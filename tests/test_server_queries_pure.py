@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
+from test_queries_pure import BAD, CONTEXT, Clock, dump, memory, quarantined_controller
 
 from routewise.server import create_app
 from routewise.state.sqlite import SQLiteStore
-from tests.test_queries_pure import BAD, CONTEXT, Clock, dump, memory, quarantined_controller
 
 GETS = [
     "/v1/arms",
