@@ -26,7 +26,12 @@ from typing import Any
 
 import pytest
 
-from routewise.backends.llama import LOCAL_MODELS, ensure_local_models, local_backends
+from routewise.backends.llama import (
+    LOCAL_MODELS,
+    ensure_local_models,
+    find_llama_server,
+    local_backends,
+)
 from routewise.backends.router import Router
 from routewise.demo import SupportTicket, load_messages, support_request
 from routewise.types import Mode
@@ -44,9 +49,23 @@ TRANSPORT_ERRORS = {
 }
 
 
+def ensure_visibly(config: pytest.Config) -> None:
+    """Install what is missing with pytest's output capture off, so a first run shows the
+    model downloads and the llama-server build (minutes) instead of looking hung."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled():
+        if find_llama_server() is None:
+            print(
+                "\n[routewise] llama-server not found: building it from source for the live-model "
+                "tests (first run only; `bash .ci/run` does this up front)",
+                flush=True,
+            )
+        ensure_local_models(MODELS, install=True)
+
+
 @pytest.fixture(scope="module")
-def live_backends() -> Iterator[dict[str, dict[str, Any]]]:
-    ensure_local_models(MODELS, install=True)
+def live_backends(pytestconfig: pytest.Config) -> Iterator[dict[str, dict[str, Any]]]:
+    ensure_visibly(pytestconfig)
     with local_backends(MODELS) as backends:
         yield backends
 
@@ -106,9 +125,9 @@ def test_every_real_arm_runs_end_to_end(
         print(f"  {arm_id:55s} {json.dumps(row)}")
 
 
-def test_demo_cli_routes_real_models(tmp_path: Path) -> None:
+def test_demo_cli_routes_real_models(tmp_path: Path, pytestconfig: pytest.Config) -> None:
     """``routewise demo --live`` end to end in a real subprocess (short run, no live view)."""
-    ensure_local_models(MODELS, install=True)
+    ensure_visibly(pytestconfig)
     out = tmp_path / "demo.json"
     db = tmp_path / "demo.db"
     proc = subprocess.run(

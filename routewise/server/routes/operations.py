@@ -1,22 +1,22 @@
 """Operations: the probes ``GET /healthz`` and ``GET /readyz`` (never need the token), and
 ``GET /metrics`` (Prometheus text format), ``GET /openapi.json`` and the ``/docs`` / ``/redoc``
-pages (which do, when the server has one: they are served here, behind the same gate as
-every other route, instead of by FastAPI's unprotected defaults)."""
+pages with their static files under ``/docs/static/`` (which do, when the server has one:
+they are served here, behind the same gate as every other route, instead of by FastAPI's
+unprotected defaults; the pages' JavaScript and CSS come from the installed package, not a
+CDN — see :mod:`routewise.server.apidocs`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.openapi.docs import (
-    get_redoc_html,
-    get_swagger_ui_html,
-    get_swagger_ui_oauth2_redirect_html,
-)
+from fastapi.openapi.docs import get_swagger_ui_oauth2_redirect_html
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from routewise.server import apidocs
 from routewise.server.deps import MetricsDep, sidecar
+from routewise.server.errors import error_responses
 from routewise.types import ServiceHealth
 
 __all__ = ["docs", "probes", "router"]
@@ -58,7 +58,8 @@ async def readyz(request: Request) -> Response:
         200: {
             "description": "Prometheus text format",
             "content": {"text/plain": {"schema": {"type": "string"}}},
-        }
+        },
+        **error_responses(),
     },
 )
 async def prometheus_metrics(metrics: MetricsDep) -> Response:
@@ -66,7 +67,7 @@ async def prometheus_metrics(metrics: MetricsDep) -> Response:
     return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-@docs.get("/openapi.json")
+@docs.get(apidocs.OPENAPI_PATH)
 async def openapi(request: Request) -> JSONResponse:
     """The OpenAPI document."""
     schema: dict[str, Any] = request.app.openapi()
@@ -75,15 +76,11 @@ async def openapi(request: Request) -> JSONResponse:
 
 @docs.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
-    """Swagger UI."""
-    return get_swagger_ui_html(
-        openapi_url="/openapi.json",
-        title=f"{request.app.title} - Swagger UI",
-        oauth2_redirect_url="/docs/oauth2-redirect",
-    )
+    """Swagger UI (its files from ``/docs/static/``)."""
+    return apidocs.swagger_ui_html(request.app.title, root_path=request.scope.get("root_path", ""))
 
 
-@docs.get("/docs/oauth2-redirect")
+@docs.get(apidocs.OAUTH2_REDIRECT_PATH)
 async def swagger_ui_redirect() -> HTMLResponse:
     """Swagger UI's OAuth2 redirect page."""
     return get_swagger_ui_oauth2_redirect_html()
@@ -91,5 +88,11 @@ async def swagger_ui_redirect() -> HTMLResponse:
 
 @docs.get("/redoc")
 async def redoc(request: Request) -> HTMLResponse:
-    """ReDoc."""
-    return get_redoc_html(openapi_url="/openapi.json", title=f"{request.app.title} - ReDoc")
+    """ReDoc (its files from ``/docs/static/``)."""
+    return apidocs.redoc_html(request.app.title, root_path=request.scope.get("root_path", ""))
+
+
+@docs.get(apidocs.ASSET_PREFIX + "/{name}")
+async def docs_asset(name: str, request: Request) -> Response:
+    """A static file of the documentation pages (JavaScript, CSS, favicon)."""
+    return await apidocs.asset_response(name, request.scope)
