@@ -30,6 +30,8 @@ Endpoints (JSON unless noted; OpenAPI at ``/openapi.json``, Swagger UI at ``/doc
     GET  /healthz       liveness (never needs the token)
     GET  /readyz        readiness (never needs the token)
     GET  /metrics       Prometheus text format
+    GET  /docs, /redoc  Swagger UI and ReDoc, their assets served from the installed package
+                        (``/docs/static/{name}``; no CDN); the reference is docs/api.md
 
 Errors (:mod:`~routewise.server.errors`)
     Every error is a JSON body ``{"error", "field", "reason", "message", …}`` naming the

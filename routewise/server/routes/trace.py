@@ -53,7 +53,7 @@ async def _lines(
     response_class=StreamingResponse,
     responses={
         200: {
-            "description": "One JSON object per line (the trace format of routewise.simulations.trace).",
+            "description": "One JSON object per line (the trace format: docs/api.md#the-trace-format).",
             "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
         },
         **error_responses(422, 503),
