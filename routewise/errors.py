@@ -14,6 +14,7 @@ the context needed to act on it (the offending field, the decision id, the arm i
     ├── UnknownDecision          feedback for a decision id never issued         (.decision_id)
     ├── FeedbackTooLate          feedback after the reward wait time             (.decision_id)
     ├── StateError               a store or snapshot that cannot be read/written
+    │   └── state.lock.StoreInUse             another process holds the store's writer lock
     ├── PolicyError              a policy misused (bad state, bad parameters)
     ├── backends.base.ProviderError          a provider call failed (.category); the Router
     │                                        turns it into an Outcome, it never escapes

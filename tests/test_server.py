@@ -604,6 +604,34 @@ async def test_token_is_required_except_for_health(ctl: rw.Controller) -> None:
     assert logs and TOKEN not in repr(logs) and TOKEN[:-1] not in repr(logs)
 
 
+async def test_every_token_refusal_says_what_to_do_next(ctl: rw.Controller) -> None:
+    """An operator action on a sidecar without a token (403) says how to enable it: set
+    ROUTEWISE_TOKEN (or ``token`` in routewise.toml), restart, send the bearer header; a
+    missing or wrong token (401) says which token to send."""
+    async with client_for(create_app(ctl)) as api:
+        for path in ("/v1/arms/ollama:llama3/direct_emit/pin", "/v1/experiments/x/start"):
+            r = await api.post(path)
+            assert r.status_code == 403, path
+            body = r.json()
+            assert body["error"] == "Forbidden" and body["field"] == "Authorization"
+            reason = body["reason"]
+            for step in (
+                "set ROUTEWISE_TOKEN=<secret>",
+                'token = "<secret>" in routewise.toml',
+                "restart `routewise serve`",
+                "'Authorization: Bearer <secret>'",
+                "--url",
+            ):
+                assert step in reason, (step, reason)
+    assert ctl.health()["ollama:llama3/direct_emit"] == "healthy"
+    async with client_for(create_app(ctl, token=TOKEN)) as api:
+        missing = (await api.get("/v1/arms")).json()["reason"]
+        wrong = (await api.get("/v1/arms", headers={"Authorization": "Bearer nope"})).json()
+        for reason in (missing, wrong["reason"]):
+            assert "the token this sidecar was started with" in reason
+            assert "ROUTEWISE_TOKEN" in reason and "routewise.toml" in reason
+
+
 async def test_secretstr_token(ctl: rw.Controller) -> None:
     from pydantic import SecretStr
 

@@ -45,7 +45,12 @@ SPEC = {
     },
     "split": {"control": 0.5, "candidate": 0.5},
 }
-NO_TOKEN_REASON = "operator actions need a bearer token: set ROUTEWISE_TOKEN"
+NO_TOKEN_REASON = (
+    "operator actions need a bearer token and this sidecar has none: set ROUTEWISE_TOKEN=<secret> "
+    '(or token = "<secret>" in routewise.toml) and restart `routewise serve`, then send '
+    "'Authorization: Bearer <secret>' (`routewise pin|quarantine|release ARM --url URL` sends "
+    "$ROUTEWISE_TOKEN)"
+)
 
 
 @pytest.fixture()

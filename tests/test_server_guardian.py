@@ -37,7 +37,12 @@ A, B = ARM_IDS[0], ARM_IDS[3]  # "openai:gpt-5.4/direct_emit", "ollama:llama3/di
 CTX = {"task": "extraction", "schema_depth": 3, "input_tokens": 900}
 TOKEN = "tok-guardian-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-NO_TOKEN_REASON = "operator actions need a bearer token: set ROUTEWISE_TOKEN"
+NO_TOKEN_REASON = (
+    "operator actions need a bearer token and this sidecar has none: set ROUTEWISE_TOKEN=<secret> "
+    '(or token = "<secret>" in routewise.toml) and restart `routewise serve`, then send '
+    "'Authorization: Bearer <secret>' (`routewise pin|quarantine|release ARM --url URL` sends "
+    "$ROUTEWISE_TOKEN)"
+)
 
 
 @pytest.fixture()

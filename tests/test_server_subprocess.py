@@ -287,3 +287,33 @@ def test_serve_reports_a_busy_port_clearly(tmp_path: Path) -> None:
         )
     assert res.returncode == 2
     assert "port" in res.stderr and str(port) in res.stderr
+
+
+def test_sigterm_leaves_only_the_database(tmp_path: Path) -> None:
+    """The README's first command on a fresh directory creates ./routewise.db; a clean stop
+    (SIGTERM) leaves exactly that file: no lock file, no acklog, no -wal/-shm."""
+    d = Daemon(tmp_path)
+    try:
+        assert {p.name for p in tmp_path.iterdir()} >= {"routewise.db", "routewise.db.lock"}
+        run_traffic(d.url, threads=1, n_pairs=20)
+    finally:
+        rc = d.stop(signal.SIGTERM)
+    assert rc == 0, "\n".join(d.lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["routewise.db"]
+    # and it opens again: a new sidecar on the same directory takes the lock
+    d2 = Daemon(tmp_path)
+    assert d2.stop(signal.SIGTERM) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["routewise.db"]
+
+
+def test_sigterm_right_after_the_listening_line_stops_the_server(tmp_path: Path) -> None:
+    """A SIGTERM sent as soon as ``serve.listening`` is logged (before uvicorn installed its own
+    handlers) used to be swallowed: the sidecar never stopped. It now exits cleanly."""
+    for _ in range(3):
+        d = Daemon(tmp_path)  # returns as soon as the listening line is read
+        t0 = time.monotonic()
+        rc = d.stop(signal.SIGTERM)
+        assert rc == 0, "\n".join(d.lines)
+        assert time.monotonic() - t0 < 15
+        assert any(e["event"] == "serve.stopped" for e in d.events())
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["routewise.db"]

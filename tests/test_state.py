@@ -721,3 +721,115 @@ def test_store_arguments_are_checked_by_name(tmp_path: Path) -> None:
     acklog = Path(str(tmp_path / "s.db") + ".acklog")
     assert acklog.stat().st_mode & 0o111 == 0  # a data file, not executable
     store.close()
+
+
+# ------------------------------------------------------------------ the writer lock file
+@pytest.mark.parametrize("durability", ["feedback", "batch", "always"])
+def test_a_cleanly_closed_store_is_one_file(tmp_path: Path, durability: str) -> None:
+    """``ctl.close()`` (the library example) removes the lock file, the acklog and SQLite's
+    -wal/-shm: what is left is the database, which a new writer opens (and locks) again."""
+    db = tmp_path / "routewise.db"
+    ctl = rw.Controller(arms=ARMS, store=db, seed=0, durability=durability)  # type: ignore[arg-type]
+    traffic(ctl, 50)
+    ctl.store.sync()  # the sidecar's group commit: "batch" opens its acklog too
+    assert {p.name for p in tmp_path.iterdir()} >= {"routewise.db", "routewise.db.lock"}
+    expected = scores(ctl)
+    ctl.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["routewise.db"]
+    with rw.Controller(store=db) as again:
+        assert scores(again) == expected
+        with pytest.raises(rw.StateError, match="in use by pid"):
+            rw.Controller(store=db)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["routewise.db"]
+
+
+def test_a_writer_that_locks_a_deleted_lock_file_takes_the_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unlink/open race: B opens ``<db>.lock``, A closes (deletes the file, releases),
+    B's flock then succeeds on the deleted file. B must notice and lock the file now at the
+    path, or a third writer C would create a new file, lock it too, and both would write."""
+    import fcntl
+
+    from routewise.state.lock import StoreInUse
+
+    db = tmp_path / "x.db"
+    a = SQLiteStore(db)
+    real_flock = fcntl.flock
+    calls: list[int] = []
+
+    def racing_flock(fd: int, op: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:  # B has opened A's lock file; A closes now
+            a.close()
+            assert not Path(str(db) + ".lock").exists()
+        real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", racing_flock)
+    b = SQLiteStore(db)
+    monkeypatch.setattr(fcntl, "flock", real_flock)
+    try:
+        assert len(calls) == 2  # the first lock was on the deleted file: dropped, retried
+        lock = Path(str(db) + ".lock")
+        assert lock.read_text() == f"pid {os.getpid()}"
+        with pytest.raises(StoreInUse) as err:
+            SQLiteStore(db)  # C
+        assert err.value.holder == f"pid {os.getpid()}"
+    finally:
+        b.close()
+    assert not Path(str(db) + ".lock").exists()
+
+
+_LOCK_WORKER = textwrap.dedent(
+    """
+    import os, sys, time
+    from routewise.state.lock import StoreInUse, lock_writer, unlock_writer
+    path, marker, go = sys.argv[1], sys.argv[2], sys.argv[3]
+    print("ready", flush=True)
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    until = time.monotonic() + 1.5
+    held = refused = 0
+    while time.monotonic() < until:
+        try:
+            fh = lock_writer(path)
+        except StoreInUse:
+            refused += 1
+            continue
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # fails if 2 writers
+        os.close(fd)
+        os.unlink(marker)
+        unlock_writer(fh, path)
+        held += 1
+    print(held, refused)
+    """
+)
+
+
+def test_the_writer_lock_admits_one_writer_under_contention(tmp_path: Path) -> None:
+    """Four processes take and release the lock (which deletes its file) as fast as they can;
+    each marks its turn with an O_EXCL file, which fails if two ever hold the lock at once."""
+    path, marker, go = (str(tmp_path / n) for n in ("x.db", "holder", "go"))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _LOCK_WORKER, path, marker, go],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline() == "ready\n"
+        Path(go).touch()
+        results = [p.communicate(timeout=60) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    for p, (_, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err
+    counts = [tuple(int(x) for x in out.split()) for out, _ in results]
+    assert sum(h for h, _ in counts) > 100 and sum(r for _, r in counts) > 100  # contended
+    assert not os.path.exists(path + ".lock")

@@ -19,7 +19,7 @@ Examples
 >>> check_bearer(b"Basic s3cret", b"s3cret")
 Traceback (most recent call last):
 ...
-routewise.server.errors.Refusal: Authorization: missing or wrong bearer token
+routewise.server.errors.Refusal: Authorization: missing or wrong bearer token: send the token this sidecar was started with (its ROUTEWISE_TOKEN or routewise.toml `token`; the CLI's --url commands send $ROUTEWISE_TOKEN)
 """
 
 from __future__ import annotations
@@ -51,7 +51,17 @@ __all__ = [
     "sidecar",
 ]
 
-NO_TOKEN_REASON = "operator actions need a bearer token: set ROUTEWISE_TOKEN"
+NO_TOKEN_REASON = (
+    "operator actions need a bearer token and this sidecar has none: set ROUTEWISE_TOKEN=<secret> "
+    '(or token = "<secret>" in routewise.toml) and restart `routewise serve`, then send '
+    "'Authorization: Bearer <secret>' (`routewise pin|quarantine|release ARM --url URL` sends "
+    "$ROUTEWISE_TOKEN)"
+)
+"""The 403 reason of an operator action on a sidecar without a token: what to do next."""
+_TOKEN_HINT = (
+    "the token this sidecar was started with (its ROUTEWISE_TOKEN or routewise.toml `token`; "
+    "the CLI's --url commands send $ROUTEWISE_TOKEN)"
+)
 
 
 @dataclass(slots=True)
@@ -102,9 +112,9 @@ def check_bearer(authorization: bytes | None, token: bytes) -> None:
     ):
         return
     reason = (
-        "missing or wrong bearer token"
+        f"missing or wrong bearer token: send {_TOKEN_HINT}"
         if authorization
-        else "this server requires 'Authorization: Bearer <token>'"
+        else f"this server requires 'Authorization: Bearer <token>' with {_TOKEN_HINT}"
     )
     body = error_body("Unauthorized", "Authorization", reason)
     raise Refusal(401, body, {"WWW-Authenticate": "Bearer"})

@@ -60,8 +60,8 @@ _log = structlog.get_logger("routewise.server")
 
 _DESCRIPTIONS = {
     400: "Malformed JSON",
-    401: "Missing or wrong bearer token",
-    403: "The server has no token: operator actions are disabled",
+    401: "Missing or wrong bearer token (the one the server was started with: ROUTEWISE_TOKEN)",
+    403: "The server has no token: operator actions are disabled (restart it with ROUTEWISE_TOKEN)",
     404: "Unknown decision",
     409: "Feedback too late",
     413: "Request body too large",

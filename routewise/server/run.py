@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO, cast
 
@@ -176,8 +177,6 @@ def serve(
 
 
 def _serve(settings: RoutewiseSettings) -> None:
-    import uvicorn
-
     log = structlog.get_logger("routewise.server")
     ctl, demo = _open_controller(settings)
     try:
@@ -192,6 +191,15 @@ def _serve(settings: RoutewiseSettings) -> None:
                 "in routewise.toml for real routing",
                 arms=[a.id for a in demo],
             )
+        uv = _uvicorn_server(app)
+        # From here a SIGTERM/SIGINT asks the server to stop: before uvicorn installs its own
+        # handlers (inside run) the request is recorded and startup returns at once; after
+        # run, uvicorn re-raises the signal that stopped it, which lands here harmlessly.
+        previous = {sig: signal.signal(sig, _stop(uv)) for sig in (signal.SIGTERM, signal.SIGINT)}
+        # Everything built so far (modules, app, learned state) lives for the whole run: move it
+        # out of the collector's view, so full collections stay short (no 50-100 ms pauses).
+        gc.collect()
+        gc.freeze()
         log.info(
             "serve.listening",
             url=f"http://{bound_host if ':' not in bound_host else f'[{bound_host}]'}:{bound_port}",
@@ -203,25 +211,6 @@ def _serve(settings: RoutewiseSettings) -> None:
             durability=getattr(ctl.store, "durability", None),
             auth="bearer" if settings.token is not None else "none",
         )
-        uv_config = uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            server_header=False,
-            timeout_graceful_shutdown=10,
-            lifespan="on",
-        )
-        uv_config.load()  # imports the HTTP protocol and event loop now, not after gc.freeze()
-        _preload()
-        uv = uvicorn.Server(uv_config)
-        # uvicorn re-raises the signal that stopped it; make that a no-op so we get to close().
-        previous = {
-            sig: signal.signal(sig, _ignore_signal) for sig in (signal.SIGTERM, signal.SIGINT)
-        }
-        # Everything built so far (modules, app, learned state) lives for the whole run: move it
-        # out of the collector's view, so full collections stay short (no 50-100 ms pauses).
-        gc.collect()
-        gc.freeze()
         try:
             uv.run(sockets=[sock])
         finally:
@@ -233,6 +222,34 @@ def _serve(settings: RoutewiseSettings) -> None:
         log.info("serve.stopped", db=settings.db, snapshot=True)
 
 
+def _uvicorn_server(app: Any) -> Any:
+    """The uvicorn server for ``app``, its protocol and event loop imported now (not after
+    ``gc.freeze()``), with what the hot path would import lazily preloaded."""
+    import uvicorn
+
+    uv_config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+        lifespan="on",
+    )
+    uv_config.load()
+    _preload()
+    return uvicorn.Server(uv_config)
+
+
+def _stop(uv: Any) -> Callable[[int, object], None]:
+    """A signal handler that asks ``uv`` to exit (uvicorn checks the flag at startup and in
+    its main loop, so a signal that arrives before it runs is not lost)."""
+
+    def handler(signum: int, frame: object) -> None:
+        uv.should_exit = True
+
+    return handler
+
+
 def _preload() -> None:
     """Import what the hot path would import lazily (a first import in a request stalls
     every request in flight, and lands after ``gc.freeze()``)."""
@@ -240,6 +257,3 @@ def _preload() -> None:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
 
-
-def _ignore_signal(signum: int, frame: object) -> None:
-    return None

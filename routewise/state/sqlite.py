@@ -55,6 +55,7 @@ from routewise.state.base import (
     FeedbackRecord,
     trace_line,
 )
+from routewise.state.lock import lock_writer, unlock_writer
 from routewise.state.schema import (
     DECISION_COLS,
     FEEDBACK_COLS,
@@ -136,9 +137,9 @@ class SQLiteStore:
         Open for queries next to a live writer: no lock, no writes; rows a crashed writer
         left in the acklog are read from it.
 
-    Files: ``<path>`` and SQLite's ``-wal``/``-shm``; ``<path>.lock`` (the one-writer lock);
-    ``<path>.acklog`` while a writer that acknowledges through it is open (removed by
-    :meth:`close`).
+    Files: ``<path>`` and SQLite's ``-wal``/``-shm``; ``<path>.lock`` (the one-writer lock,
+    :mod:`routewise.state.lock`) and ``<path>.acklog`` while a writer is open: :meth:`close`
+    removes both (and SQLite the ``-wal``/``-shm``), so a cleanly closed store is one file.
 
     Examples
     --------
@@ -310,32 +311,14 @@ class SQLiteStore:
             )
 
     def _acquire_writer_lock(self) -> None:
-        """One writer per store: an advisory ``flock`` on ``<path>.lock``, released by the OS
-        when the process dies (so ``kill -9`` never leaves a stale lock)."""
-        import fcntl
-
-        lock_path = Path(self.path + ".lock")
-        fh = lock_path.open("a+")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise StateError(
-                f"store {self.path!r} is in use by {holder} (one writer at a time); stop it, "
-                "open the store read-only, or send the command to the running sidecar (--url)"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
-        self._lockfile = fh
+        """One writer per store: an advisory ``flock`` on ``<path>.lock`` (see
+        :func:`lock_writer`), released by the OS when the process dies."""
+        self._lockfile = lock_writer(self.path)
 
     def _release_writer_lock(self) -> None:
-        if self._lockfile is not None:
-            self._lockfile.close()  # closing the descriptor releases the flock
-            self._lockfile = None
+        fh, self._lockfile = self._lockfile, None
+        if fh is not None:
+            unlock_writer(fh, self.path)
 
     # ------------------------------------------------------------------- WAL
     def _checkpoint_loop(self) -> None:

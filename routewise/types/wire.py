@@ -202,9 +202,7 @@ class GuardianEvent(Wire):
     arm: str
     from_state: Annotated[str, Field(alias="from")]
     to_state: Annotated[str, Field(alias="to")]
-    reason: Annotated[
-        str, Field(description="e.g. latency, validity, error_burst, operator_pin.")
-    ]
+    reason: Annotated[str, Field(description="e.g. latency, validity, error_burst, operator_pin.")]
     evidence: dict[str, Any] = field(default_factory=dict)
     source: Literal["guardian", "operator"] = "guardian"
 
