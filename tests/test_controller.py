@@ -370,3 +370,13 @@ def test_from_settings_builds_what_the_settings_describe(tmp_path: Path) -> None
     again = rw.Controller.from_settings(settings, guardian=False, read_only=True)
     assert again.guardian is None and again.read_only and again.policy.name == "linucb"
     again.close()
+
+
+def test_from_settings_names_a_bad_argument() -> None:
+    from routewise.config import RoutewiseSettings
+
+    with pytest.raises(rw.ConfigError, match="settings: expected a RoutewiseSettings"):
+        rw.Controller.from_settings({"arms": ["a:x/direct_emit"]})  # type: ignore[arg-type]
+    settings = RoutewiseSettings(arms=["a:x/direct_emit", "b:y/direct_emit"])
+    with pytest.raises(rw.ConfigError, match="bogus: not a Controller argument"):
+        rw.Controller.from_settings(settings, bogus=1)

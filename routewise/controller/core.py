@@ -15,6 +15,7 @@ transitions happen on the write path (``decide``, ``feedback``, operator actions
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections import deque
@@ -287,6 +288,10 @@ class Controller(LearningState):
         >>> ctl.policy.name, ctl.guardian is None, ctl.seed
         ('linucb', True, 1)
         """
+        accepted = inspect.signature(cls.__init__).parameters
+        for key in overrides:
+            if key == "self" or key not in accepted:
+                raise ConfigError(key, "not a Controller argument, so it cannot override a setting")
         return cls(**controller_kwargs(settings, **overrides))
 
     @classmethod

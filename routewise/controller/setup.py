@@ -225,6 +225,12 @@ def controller_kwargs(settings: RoutewiseSettings, **overrides: Any) -> dict[str
     """The Controller keyword arguments ``settings`` describe, updated with ``overrides``
     (a ``[policy]`` table with parameters becomes a policy object seeded with
     ``settings.seed``; the ``guardian`` setting is read unless overridden)."""
+    if not isinstance(settings, RoutewiseSettings):
+        raise ConfigError(
+            "settings",
+            "expected a RoutewiseSettings (routewise.config.load_settings), "
+            f"got {type(settings).__name__}",
+        )
     name, params = settings.policy_spec()
     policy: Any = name
     if name is not None and params:
