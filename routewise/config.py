@@ -128,6 +128,8 @@ class RoutewiseSettings(BaseSettings):
         name = spec.pop("name", None)
         if name is None:
             raise ConfigError("policy.name", "a [policy] table needs a 'name'")
+        if "seed" in spec:  # make_policy(seed=...) would get it twice
+            raise ConfigError("policy.seed", "the policy is seeded by the top-level 'seed' setting")
         return str(name), spec
 
 
