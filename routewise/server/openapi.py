@@ -20,6 +20,7 @@ from routewise.server.models import NAME_PATTERN
 __all__ = ["customize_openapi"]
 
 _OPERATOR_ACTIONS = ("pin", "quarantine", "release")
+_HOT_PATHS = ("/v1/decide", "/v1/feedback")  # routed without the gate dependency (app.py)
 
 
 def _enum_options(prop: dict[str, Any], kind: str, key: str, value: Any) -> None:
@@ -55,6 +56,10 @@ def _document(schema: dict[str, Any], arm_ids: list[str]) -> None:
     for param in paths.get("/v1/policy", {}).get("get", {}).get("parameters", []):
         if param.get("name") == "arms":
             _enum_options(param.get("schema", {}), "array", "items", arm_enum)
+    security = paths.get("/v1/arms", {}).get("get", {}).get("security")
+    if security is not None:  # a token is set: the hot path needs it too (checked at the edge)
+        for path in _HOT_PATHS:
+            paths.get(path, {}).get("post", {})["security"] = security
     for action in _OPERATOR_ACTIONS:
         op = paths.get(f"/v1/arms/{{arm_id}}/{action}", {}).get("post", {})
         for param in op.get("parameters", []):
