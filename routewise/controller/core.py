@@ -28,19 +28,19 @@ import structlog
 
 from routewise.bandits.base import Policy
 from routewise.config import RoutewiseSettings, load_settings
+from routewise.controller.actions import Actions
 from routewise.controller.experiments.assignment import assignment_unit
 from routewise.controller.experiments.manager import Experiments
-from routewise.controller.experiments.variants import VariantDefaults
 from routewise.controller.features import Featurizer
 from routewise.controller.guardian import Guardian
 from routewise.controller.ids import new_id
 from routewise.controller.persistence import (
-    LearningState,
     Pending,
     TransitionCounts,
     pending_from_record,
     write_trace,
 )
+from routewise.controller.replica import Replica
 from routewise.controller.routing import ArmChooser
 from routewise.controller.setup import (
     DEFAULT_POLICY,
@@ -75,8 +75,6 @@ from routewise.types import (
     Arm,
     ArmLike,
     Decision,
-    ExperimentReport,
-    ExperimentSpec,
     FeedbackResult,
     GuardianEvent,
     GuardianHealth,
@@ -99,7 +97,7 @@ __all__ = [
 _log = structlog.get_logger("routewise")
 
 
-class Controller(LearningState):
+class Controller(Actions, Replica):
     """Decides which arm serves a request and learns from the outcome.
 
     Parameters
@@ -203,6 +201,8 @@ class Controller(LearningState):
         new_file = new_store_file(store)
         self._store = open_store(store, durability, read_only)
         self._owns_store = not isinstance(store, Store)
+        self._init_replica()
+        self._control_ts = None
         try:
             self._setup(arms, policy, reward, seed, features)
         except BaseException:
@@ -242,7 +242,7 @@ class Controller(LearningState):
         self._transitions = TransitionCounts()
         self._exp = Experiments(
             self._variant_defaults,
-            clock=lambda: self.clock(),
+            clock=self._experiment_clock,
             lock=self._lock,
             check_open=self._check_open,
             persist=self._persist,
@@ -264,6 +264,7 @@ class Controller(LearningState):
         if not self.read_only:
             self._save_meta()
         self._closed = False
+        self._start_follower()
         if self.log_decisions:
             _log.info(
                 "controller.open",
@@ -368,7 +369,8 @@ class Controller(LearningState):
             now = self.clock()
             if self.reward_wait_s is not None:
                 self._expire(now)
-            x = self._featurizer.transform(context)
+            # (a replica learns contexts from the shared log, in its order: replica.py)
+            x = self._featurizer.transform(context, learn=not self._shared)
             did = new_id()
             extra: dict[str, Any] = {} if request_id is None else {"request_id": request_id}
             policy, all_arg = self._policy, self._all
@@ -384,11 +386,12 @@ class Controller(LearningState):
                 if unit_id is not None:
                     extra["unit_id"] = unit_id
             c = self._chooser.choose(x, eligible, now, policy, all_arg, self._arm_ids)
-            self._seq += 1
+            if not (shared := self._shared):
+                self._seq += 1
             self._store.log_decision(
                 DecisionRecord(
                     decision_id=did,
-                    seq=self._seq,
+                    seq=0 if shared else self._seq,
                     ts=now,
                     context=context if type(context) is dict else dict(context),
                     arm=c.arm,
@@ -400,9 +403,10 @@ class Controller(LearningState):
                     extra=extra,
                 )
             )
-            self._pending[did] = Pending(c.arm, x, scal, now, exp_name, variant)
-            self._recent.append(x)
-            self._stat(c.arm).decisions += 1
+            if not shared:  # else the follower applies the decision from the log
+                self._pending[did] = Pending(c.arm, x, scal, now, exp_name, variant)
+                self._recent.append(x)
+                self._stat(c.arm).decisions += 1
         decision = Decision(
             decision_id=did,
             arm=self._arm_by_id[c.arm],
@@ -461,7 +465,12 @@ class Controller(LearningState):
             now = self.clock()
             if self.reward_wait_s is not None:
                 self._expire(now)
-            p = self._pending.pop(decision_id, None)
+            # a replica leaves the pending entry to the follower, which applies the feedback
+            p = (
+                self._pending.get(decision_id)
+                if self._shared
+                else self._pending.pop(decision_id, None)
+            )
             if p is None:
                 prior = self._store.get_feedback(decision_id)
                 if prior is not None:
@@ -507,6 +516,12 @@ class Controller(LearningState):
         reward: float,
         now: float,
     ) -> FeedbackResult:
+        if self._shared:  # appended; the follower learns it from the log (replica.py)
+            self._store.log_feedback(
+                FeedbackRecord(decision_id, 0, now, outcome, reward, defaulted=outcome is None)
+            )
+            arm = self._arm_or_parse(p.arm)
+            return FeedbackResult(decision_id, arm, reward, defaulted=outcome is None)
         self._seq += 1
         self._store.log_feedback(
             FeedbackRecord(decision_id, self._seq, now, outcome, reward, defaulted=outcome is None)
@@ -533,6 +548,9 @@ class Controller(LearningState):
 
     def _expire(self, now: float) -> None:
         assert self.reward_wait_s is not None
+        if self._shared:
+            self._expire_shared(now, self.reward_wait_s, self.default_reward)
+            return
         limit = now - self.reward_wait_s
         while self._pending:
             did = next(iter(self._pending))
@@ -619,91 +637,6 @@ class Controller(LearningState):
         with self._lock:
             return self._transitions.as_dict()
 
-    def _operator(self, action: str, arm: ArmLike) -> None:
-        aid = arm if isinstance(arm, str) else Arm.parse(arm).id
-        if aid not in self._arm_by_id:
-            raise UnknownArm(aid, self._arm_ids)
-        if self._guardian is None:
-            raise ConfigError("guardian", f"cannot {action} {aid!r}: the Guardian is disabled")
-        with self._lock:
-            self._check_open()
-            now = self.clock()
-            self._record(self._guardian.tick(now))  # time-driven transitions first
-            if action == "pin":
-                events = self._guardian.pin(aid, now)
-            elif action == "quarantine":
-                events = self._guardian.quarantine(aid, now)
-            else:
-                events = self._guardian.release(aid, now)
-            self._record(events)
-
-    def pin(self, arm: ArmLike) -> None:
-        """Send all traffic to ``arm`` (propensity 1) until :meth:`release`."""
-        self._operator("pin", arm)
-
-    def quarantine(self, arm: ArmLike) -> None:
-        """Exclude ``arm`` from selection until :meth:`release`."""
-        self._operator("quarantine", arm)
-
-    def release(self, arm: ArmLike) -> None:
-        """Return ``arm`` to healthy (unpin or unquarantine)."""
-        self._operator("release", arm)
-
-    # ----------------------------------------------------------- experiments
-    def _variant_defaults(self) -> VariantDefaults:
-        return VariantDefaults(
-            self._policy,
-            self._reward,
-            self._arm_ids,
-            self._featurizer.dim,
-            self.seed,
-            frozenset(self._arm_by_id),
-        )
-
-    def create_experiment(
-        self,
-        name: str,
-        variants: Mapping[str, Mapping[str, Any]],
-        split: Mapping[str, float] | None = None,
-        **options: Any,
-    ) -> ExperimentSpec:
-        """Create a draft experiment. ``variants`` maps a name to a policy spec
-        (``{"policy": ..., "reward": ..., "arms": [...]}``); the first is the control.
-        ``split`` defaults to equal shares; ``options`` are further
-        :class:`~routewise.types.ExperimentSpec` fields (``salt``, ``alpha``,
-        ``guardrails``, ``target_n``). Errors name the field (``variants.<name>.<field>``,
-        ``split.<name>``…; see :mod:`routewise.controller.experiments.validation`)."""
-        return self._exp.create(name, variants, split, **options)
-
-    def start_experiment(self, name: str) -> ExperimentSpec:
-        """Start routing traffic to the variants (one experiment runs at a time)."""
-        return self._exp.start(name)
-
-    def stop_experiment(self, name: str) -> ExperimentSpec:
-        """Stop assigning traffic; the statistics stay for status, promote or abort."""
-        return self._exp.stop(name)
-
-    def promote_experiment(self, name: str, variant: str) -> ExperimentSpec:
-        """Make ``variant`` the default: its policy (with what it learned), reward and arms."""
-        return self._exp.promote(name, variant)
-
-    def abort_experiment(self, name: str) -> ExperimentSpec:
-        """End the experiment without changing the default policy."""
-        return self._exp.abort(name)
-
-    def experiments(self) -> list[ExperimentSpec]:
-        """Every experiment, in creation order."""
-        return self._exp.specs()
-
-    def experiment_status(self, name: str) -> ExperimentReport:
-        """Per-variant statistics and always-valid comparisons against the control."""
-        return self._exp.status(name)
-
-    def plot_experiment(self, name: str, path: str | Path, variant: str | None = None) -> None:
-        """PNG of a candidate's reward difference vs the control with its confidence sequence
-        over time (default: the first candidate)."""
-        self._exp.plot(name, path, variant)
-
     # ---------------------------------------------------------- best policy
     def best_policy(
         self, context: Mapping[str, Any] | None = None, *, arms: Iterable[ArmLike] | None = None
@@ -767,6 +700,7 @@ class Controller(LearningState):
 
     def close(self) -> None:
         """Snapshot, flush and close the store (if the controller opened it)."""
+        self._stop_follower()
         with self._lock:
             if self._closed:
                 return

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -39,6 +39,7 @@ from routewise.controller.stats import ArmStats
 from routewise.errors import ConfigError, StateError
 from routewise.reward import Scalarizer
 from routewise.state.base import (
+    ControlRecord,
     DecisionRecord,
     EventRecord,
     FeedbackRecord,
@@ -227,6 +228,12 @@ class LearningState:
     _since_snapshot: int
     _replayed: int
     _replaying: bool
+    _shared: bool
+    _origin: str | None
+    _closed: bool
+    clock: Callable[[], float]
+    _arm_event_seq: dict[str, int]
+    snapshot_every: int
 
     def _save_meta(self) -> None:
         self._store.save_meta(
@@ -257,10 +264,18 @@ class LearningState:
                 count_replayed = False
         self._replayed = 0
         self._replaying = True
+        last = seq0
         for kind, rec in self._store.events_since(seq0):
+            last = rec.seq
             if kind == "event":
                 assert isinstance(rec, EventRecord)
-                self._replay_event(GuardianEvent.from_dict(rec.event), count_replayed)
+                ev = GuardianEvent.from_dict(rec.event)
+                self._arm_event_seq[ev.arm] = rec.seq
+                self._replay_event(ev, count_replayed)
+            elif kind == "control":  # a shared store's experiment step (the metadata may
+                assert isinstance(rec, ControlRecord)  # hold it already: then it is skipped)
+                if not self.read_only:
+                    self._apply_control(rec)
             elif kind == "decision":
                 assert isinstance(rec, DecisionRecord)
                 self._replay_decision(rec)
@@ -268,7 +283,8 @@ class LearningState:
                 assert isinstance(rec, FeedbackRecord)
                 self._replay_feedback(rec)
         self._replaying = False
-        self._seq = max(self._store.max_seq(), seq0)
+        # a replica goes on from the last record it applied (later ones reach its follower)
+        self._seq = last if self._shared else max(self._store.max_seq(), seq0)
         for drec in self._store.recent_decisions(self.recent_window):
             self._recent.append(np.asarray(drec.features, dtype=np.float64))
 
@@ -323,6 +339,12 @@ class LearningState:
         self._learn(fp, rec.outcome, rec.reward, rec.ts)
         self._replayed += 1
         self._since_snapshot += 1
+
+    def _check_open(self) -> None:
+        """Raise ``StateError`` unless decisions and learning are allowed (the Controller's)."""
+
+    def _apply_control(self, rec: ControlRecord) -> None:
+        """Apply a shared store's experiment step (the Controller's actions do)."""
 
     def _stat(self, arm: str) -> ArmStats:
         s = self._stats.get(arm)
@@ -401,8 +423,11 @@ class LearningState:
         self._all = None if self._policy.arms == self._arm_ids else self._arm_ids
 
     def snapshot(self) -> None:
-        """Persist the learned state now (done automatically every ``snapshot_every``)."""
+        """Persist the learned state now (done automatically every ``snapshot_every``). On a
+        shared store only the replica holding the snapshot lead writes one."""
         with self._lock:
+            if self._shared and not self._store.try_lead():  # type: ignore[attr-defined]
+                return
             state = {
                 "seq": self._seq,
                 "policy": self._policy.to_state(),

@@ -94,18 +94,29 @@ def guardian_argument(guardian: Guardian | bool | None) -> Guardian | None:
     return guardian
 
 
+def _is_postgres_url(store: object) -> bool:
+    return isinstance(store, str) and store.lower().startswith(("postgresql://", "postgres://"))
+
+
 def new_store_file(store: Store | str | Path | None) -> Path | None:
-    """The SQLite file ``store`` would create (``None`` if it exists or is not a path), so
-    a failed construction can remove it."""
+    """The SQLite file ``store`` would create (``None`` if it exists or is not a path — a
+    PostgreSQL URL is not), so a failed construction can remove it."""
+    if _is_postgres_url(store):
+        return None
     if isinstance(store, str | Path) and str(store) != ":memory:" and not Path(store).exists():
         return Path(store)
     return None
 
 
 def open_store(store: Store | str | Path | None, durability: Durability, read_only: bool) -> Store:
-    """``None`` → a memory store, a path → an SQLite store, a Store as is."""
+    """``None`` → a memory store, a ``postgresql://`` (or ``postgres://``) URL → a
+    PostgreSQL store, a path → an SQLite store, a Store as is."""
     if store is None:
         return MemoryStore()
+    if isinstance(store, str) and _is_postgres_url(store):
+        from routewise.state.postgres import PostgresStore  # psycopg: the 'postgres' extra
+
+        return PostgresStore(store, durability=durability, read_only=read_only)
     if isinstance(store, str | Path):
         return SQLiteStore(store, durability=durability, read_only=read_only)
     if isinstance(store, Store):

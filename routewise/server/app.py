@@ -36,6 +36,12 @@ def _secret(token: str | SecretStr | None) -> bytes | None:
     return secret.encode() if secret is not None else None
 
 
+def _seconds(max_lag_s: float) -> float:
+    if isinstance(max_lag_s, bool) or not isinstance(max_lag_s, int | float) or max_lag_s <= 0:
+        raise ConfigError("max_lag_s", f"must be a positive number of seconds, got {max_lag_s!r}")
+    return float(max_lag_s)
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: Sidecar = app.state.sidecar
@@ -73,6 +79,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     registry: CollectorRegistry | None = None,
     logger: Any = None,
+    max_lag_s: float = 5.0,
 ) -> FastAPI:
     """Build the sidecar app over ``controller`` (the app does not close it).
 
@@ -89,6 +96,9 @@ def create_app(
         Prometheus registry for ``/metrics`` (default: a new one per app, never the global).
     logger
         structlog logger for the canonical request lines (default ``routewise.server``).
+    max_lag_s
+        A replica on a shared store answers ``/readyz`` 503 while it is more than this many
+        seconds behind the shared log (or cannot reach the store).
 
     Examples
     --------
@@ -125,7 +135,9 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.state.sidecar = Sidecar(controller, metrics, group_commit(controller.store), secret)
+    app.state.sidecar = Sidecar(
+        controller, metrics, group_commit(controller.store), secret, _seconds(max_lag_s)
+    )
     routes = _include_routers(app, gated=secret is not None)
     install_error_handlers(app)
     customize_openapi(app, [a.id for a in controller.arms])

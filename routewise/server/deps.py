@@ -73,6 +73,7 @@ class Sidecar:
     commit: Barrier
     token: bytes | None
     ready: bool = True
+    max_lag_s: float = 5.0
 
 
 def sidecar(request: Request) -> Sidecar:

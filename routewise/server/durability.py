@@ -24,7 +24,7 @@ from collections.abc import Callable
 from routewise.errors import StateError
 from routewise.state.base import Store
 
-__all__ = ["Barrier", "GroupCommit", "group_commit", "store_barrier"]
+__all__ = ["Barrier", "GroupCommit", "ThreadedGroupCommit", "group_commit", "store_barrier"]
 
 
 def store_barrier(store: Store) -> Callable[[], None]:
@@ -78,8 +78,73 @@ class GroupCommit(Barrier):
                 f.set_result(None)
 
 
+class ThreadedGroupCommit(Barrier):
+    """Group commit for a store whose commit is a network round trip (PostgreSQL): the
+    commit runs on a worker thread, so the event loop keeps serving while it is in flight,
+    and the requests that arrive meanwhile share the *next* commit. At most one commit is in
+    flight; a failed commit fails exactly the handlers whose records it carried.
+
+    Examples
+    --------
+    >>> import asyncio
+    >>> commits = []
+    >>> barrier = ThreadedGroupCommit(lambda: commits.append(1))
+    >>> async def main() -> None:
+    ...     await asyncio.gather(*(barrier.durable() for _ in range(5)))
+    >>> asyncio.run(main())
+    >>> len(commits)   # five handlers, one commit
+    1
+    """
+
+    __slots__ = ("_commit", "_inflight", "_next")
+
+    def __init__(self, commit: Callable[[], None]) -> None:
+        self._commit = commit
+        self._next: list[asyncio.Future[None]] = []
+        self._inflight = False
+
+    async def durable(self) -> None:
+        """Return once a commit that started after the caller's writes succeeded."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._next.append(fut)
+        if not self._inflight:
+            self._inflight = True
+            loop.call_soon(self._start, loop)
+        await fut
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        waiters, self._next = self._next, []
+        task = loop.run_in_executor(None, self._commit)
+        task.add_done_callback(lambda t: self._done(loop, waiters, t))
+
+    def _done(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        waiters: list[asyncio.Future[None]],
+        task: asyncio.Future[None],
+    ) -> None:
+        exc = task.exception()
+        for f in waiters:
+            if f.done():
+                continue
+            if exc is None:
+                f.set_result(None)
+            else:
+                f.set_exception(
+                    exc if isinstance(exc, StateError) else StateError(f"commit failed: {exc}")
+                )
+        if self._next:  # handlers that wrote while this commit was in flight
+            loop.call_soon(self._start, loop)
+        else:
+            self._inflight = False
+
+
 def group_commit(store: Store) -> Barrier:
-    """The barrier for ``store``: none needed in ``"always"`` durability, else a group commit."""
+    """The barrier for ``store``: none needed in ``"always"`` durability, a commit on a worker
+    thread for a shared (network) store, else a group commit per event-loop turn."""
     if getattr(store, "durability", "always") == "always":
         return Barrier()
+    if getattr(store, "shared", False):
+        return ThreadedGroupCommit(store_barrier(store))
     return GroupCommit(store_barrier(store))

@@ -20,10 +20,15 @@ True
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Generic, TypeVar, get_args
+from typing import Any, Generic, TypeVar, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from routewise.controller import Controller
@@ -46,6 +51,9 @@ class StatusCollector(Collector):
         families = self._status()
         if self._ctl.guardian is not None:
             families.append(self._transitions())
+        rep = self._ctl.replication()
+        if rep is not None:
+            families.extend(_replication(rep))
         return families
 
     def _status(self) -> list[Metric]:
@@ -89,6 +97,37 @@ class StatusCollector(Collector):
         for (arm_id, to, source), n in sorted(self._ctl.transition_counts().items()):
             transitions.add_metric([arm_id, to, source], n)
         return transitions
+
+
+def _replication(rep: dict[str, Any]) -> list[Metric]:
+    """The replica's gauges and its apply-lag histogram (a shared store only)."""
+    out: list[Metric] = []
+    for name, doc, value in (
+        ("routewise_replication_applied_seq", "Last shared-log sequence number applied here",
+         rep["applied_seq"]),
+        ("routewise_replication_head_seq", "Newest shared-log sequence number known here",
+         rep["head_seq"]),
+        ("routewise_replication_lag_seconds",
+         "Seconds this replica has been behind the shared log (0 when caught up)", rep["lag_s"]),
+        ("routewise_replication_connected", "1 while the shared store is reachable",
+         1.0 if rep["connected"] else 0.0),
+        ("routewise_replication_snapshot_leader", "1 on the replica that takes the snapshots",
+         1.0 if rep["leader"] else 0.0),
+    ):  # fmt: skip
+        g = GaugeMetricFamily(name, doc)
+        g.add_metric([], value)
+        out.append(g)
+    hist = HistogramMetricFamily(
+        "routewise_replication_apply_lag_seconds",
+        "Time from a record being written (on any replica) to being applied on this one",
+    )
+    buckets = [
+        (repr(float(b)), c) for b, c in zip(rep["lag_buckets"], rep["lag_counts"], strict=False)
+    ]
+    buckets.append(("+Inf", rep["lag_count"]))
+    hist.add_metric([], buckets, rep["lag_sum"])
+    out.append(hist)
+    return out
 
 
 class Labelled(Generic[_M]):

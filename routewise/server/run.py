@@ -180,13 +180,13 @@ def _serve(settings: RoutewiseSettings) -> None:
     log = structlog.get_logger("routewise.server")
     ctl, demo = _open_controller(settings)
     try:
-        app = create_app(ctl, token=settings.token)
+        app = create_app(ctl, token=settings.token, max_lag_s=settings.max_lag_s)
         sock = _bind(settings.host, settings.port)
         bound_host, bound_port = sock.getsockname()[:2]
         if demo is not None:
             log.warning(
                 "serve.demo_arms",
-                message=f"new store {settings.db!r} and no arms configured: using the demo arm set "
+                message=f"new store {str(getattr(ctl.store, 'path', settings.db))!r} and no arms configured: using the demo arm set "
                 f"({', '.join(DEMO_BACKENDS)} x every output mode); configure 'backends' or 'arms' "
                 "in routewise.toml for real routing",
                 arms=[a.id for a in demo],
@@ -205,7 +205,7 @@ def _serve(settings: RoutewiseSettings) -> None:
             url=f"http://{bound_host if ':' not in bound_host else f'[{bound_host}]'}:{bound_port}",
             host=bound_host,
             port=bound_port,
-            db=settings.db,
+            db=str(getattr(ctl.store, "path", settings.db)),  # a URL's password masked
             policy=ctl.policy.name,
             arms=len(ctl.arms),
             durability=getattr(ctl.store, "durability", None),
@@ -219,7 +219,7 @@ def _serve(settings: RoutewiseSettings) -> None:
             sock.close()
     finally:
         ctl.close()
-        log.info("serve.stopped", db=settings.db, snapshot=True)
+        log.info("serve.stopped", db=str(getattr(ctl.store, "path", settings.db)), snapshot=True)
 
 
 def _uvicorn_server(app: Any) -> Any:
@@ -256,4 +256,3 @@ def _preload() -> None:
     for name in ("scipy.linalg",):  # ridge-based policies refresh their inverse with it
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
-

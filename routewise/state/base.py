@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "ControlRecord",
     "DecisionRecord",
     "Durability",
     "EventRecord",
@@ -78,16 +79,38 @@ class FeedbackRecord:
 
 @dataclass(slots=True)
 class EventRecord:
-    """One Guardian/operator transition: ``event`` is ``GuardianEvent.to_dict()``."""
+    """One Guardian/operator transition: ``event`` is ``GuardianEvent.to_dict()``.
+
+    On a shared store (several replicas, :class:`~routewise.state.postgres.PostgresStore`)
+    ``origin`` names the replica that recorded it and ``key``, when set, makes recording
+    idempotent: a second event with the same key is dropped (replicas that apply the same log
+    reach the same Guardian transition, and only one copy is kept). Single-writer stores ignore
+    both.
+    """
 
     seq: int
     event: dict[str, Any]
+    origin: str | None = None
+    key: str | None = None
+
+
+@dataclass(slots=True)
+class ControlRecord:
+    """A control-plane change on a shared store (an experiment's lifecycle step), applied by
+    every replica: ``body`` is ``{"op": ..., "name": ..., ...}``; ``origin`` the replica that
+    made it (it applied it already). Single-writer stores never hold one."""
+
+    seq: int
+    ts: float
+    body: dict[str, Any]
+    origin: str | None = None
 
 
 Event = (
     tuple[Literal["decision"], DecisionRecord]
     | tuple[Literal["feedback"], FeedbackRecord]
     | tuple[Literal["event"], EventRecord]
+    | tuple[Literal["control"], ControlRecord]
 )
 
 

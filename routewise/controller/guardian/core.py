@@ -377,6 +377,31 @@ class Guardian:
         elif event.reason == "operator_release":
             self.release(event.arm, event.ts)
 
+    def adopt(self, event: GuardianEvent) -> bool:
+        """Take a transition another replica's Guardian made (a shared store): when this
+        arm's state here differs from the event's target, move it there — a quarantine with
+        the event's cooldown, a probe that passed back to healthy. Returns whether anything
+        changed. Operator events go through :meth:`apply_operator`."""
+        h = self._health.get(event.arm)
+        if h is None or h.state == event.to_state or event.source == "operator":
+            return False
+        if event.to_state == "quarantined":
+            cooldown = float(event.evidence.get("cooldown_s", self.cooldown_s))
+            h.trips += 1
+            h.state = "quarantined"
+            h.until = event.ts + cooldown
+            h.reset_detectors()
+        elif event.to_state == "probing" and h.state == "quarantined":
+            h.state = "probing"
+            h.start_probe()
+        elif event.to_state == "healthy":
+            h.state = "healthy"
+            h.trips = max(h.trips - 1, 0)
+        else:
+            return False
+        self._n_out = -1
+        return True
+
     # --------------------------------------------------------------- state
     def params(self) -> dict[str, Any]:
         return {

@@ -42,13 +42,33 @@ async def healthz() -> Response:
 @probes.get(
     "/readyz",
     response_model=ServiceHealth,
-    responses={503: {"model": ServiceHealth, "description": "Shutting down"}},
+    responses={
+        503: {
+            "model": ServiceHealth,
+            "description": "Shutting down, or (a replica) the shared store is unreachable "
+            "or this replica lags its log by more than max_lag_s",
+        }
+    },
 )
 async def readyz(request: Request) -> Response:
-    """Readiness: the app is started and not shutting down."""
-    if not sidecar(request).ready:
+    """Readiness: the app is started and not shutting down; a replica on a shared store also
+    reaches it and is at most ``max_lag_s`` behind its log."""
+    sc = sidecar(request)
+    if not sc.ready:
         return Response(_SHUTTING_DOWN, status_code=503, media_type="application/json")
+    rep = sc.controller.replication()
+    if rep is not None:
+        if not rep["connected"]:
+            return _not_ready("not ready: the shared store is unreachable")
+        if rep["lag_s"] > sc.max_lag_s:
+            return _not_ready(
+                f"not ready: {rep['lag_s']:.1f} s behind the shared log (max_lag_s {sc.max_lag_s:g})"
+            )
     return Response(_READY, media_type="application/json")
+
+
+def _not_ready(status: str) -> Response:
+    return Response(ServiceHealth(status).to_json(), status_code=503, media_type="application/json")
 
 
 @router.get(
