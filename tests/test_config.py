@@ -108,7 +108,9 @@ def test_guardian_table(tmp_path: Path) -> None:
 def test_a_seed_inside_the_policy_table_is_named(tmp_path: Path) -> None:
     """``[policy] seed = 3`` used to crash with a TypeError (make_policy got seed twice)."""
     cfg = tmp_path / "routewise.toml"
-    cfg.write_text('arms = ["a:x/direct_emit", "b:y/direct_emit"]\n[policy]\nname = "linucb"\nseed = 3\n')
+    cfg.write_text(
+        'arms = ["a:x/direct_emit", "b:y/direct_emit"]\n[policy]\nname = "linucb"\nseed = 3\n'
+    )
     with pytest.raises(rw.ConfigError) as ei:
         rw.Controller.from_config(cfg)
     assert ei.value.field == "policy.seed"

@@ -55,7 +55,7 @@ def replicas(pg_url: str) -> Iterator[Callable[..., rw.Controller]]:
 def _settle(*ctls: rw.Controller, timeout: float = 10.0) -> None:
     """Wait until every replica applied the whole log (their followers run on their own)."""
     deadline = time.monotonic() + timeout
-    head = max(c.store.max_seq() for c in ctls)
+    head = max(c.store.max_seq() for c in ctls)  # the counter (dropped duplicates included)
     while time.monotonic() < deadline:
         if all((c.replication() or {})["applied_seq"] >= head for c in ctls):
             return
@@ -122,8 +122,10 @@ def test_concurrent_feedback_for_one_decision_is_learned_once(
     a, b = replicas(), replicas()
     d = a.decide(CONTEXTS[1])
     # both replicas accept a feedback before either sees the other's: the database keeps one
-    a.feedback(d.decision_id, rw.Outcome(valid=True, latency_ms=300.0, cost_usd=0.0))
-    b.feedback(d.decision_id, rw.Outcome(valid=True, latency_ms=300.0, cost_usd=0.0))
+    first = a.feedback(d.decision_id, rw.Outcome(valid=True, latency_ms=300.0, cost_usd=0.0))
+    second = b.feedback(d.decision_id, rw.Outcome(valid=False, latency_ms=300.0, cost_usd=0.0))
+    # b had not applied a's feedback yet: the database dropped b's, and b's answer says so
+    assert not first.duplicate and second.duplicate and second.reward == first.reward
     _settle(a, b)
     assert a.status().feedbacks == b.status().feedbacks == 1
     _assert_same_policy(a, b)

@@ -47,7 +47,7 @@ from routewise.state.base import (
     EventRecord,
     FeedbackRecord,
 )
-from routewise.types import GuardianEvent
+from routewise.types import FeedbackResult, GuardianEvent
 
 __all__ = ["LAG_BUCKETS", "Follower", "Replica", "ReplicationStatus"]
 
@@ -85,6 +85,7 @@ class Replica(LearningState):
     _lag_sum: float
     _lag_recent: deque[float]
     _caught_up_at: float
+    _unsettled: dict[int, tuple[FeedbackResult, FeedbackRecord]]
 
     def _init_replica(self) -> None:
         self._shared = bool(getattr(self._store, "shared", False))
@@ -96,6 +97,7 @@ class Replica(LearningState):
         self._lag_sum = 0.0
         self._lag_recent = deque(maxlen=4096)
         self._caught_up_at = time.time()
+        self._unsettled = {}
 
     def _start_follower(self, poll_s: float = 0.5) -> None:
         if self._shared and not self.read_only and self._follower is None:
@@ -114,20 +116,23 @@ class Replica(LearningState):
         tests and tools may too."""
         if not self._shared:
             return 0
-        read = self._store.read_log  # type: ignore[attr-defined]
+        read = self._store.read_page  # type: ignore[attr-defined]
         total = 0
         while True:
-            records: list[Event] = read(self._seq, limit)
-            if records:
-                with self._lock:
-                    if self._closed:
-                        return total
-                    for kind, rec in records:
-                        if rec.seq > self._seq:  # never twice, even if two callers raced
-                            self._apply_record(kind, rec)
-                            self._seq = rec.seq
+            records: list[Event]
+            records, position = read(self._seq, limit)
+            with self._lock:
+                if self._closed:
+                    return total
+                for kind, rec in records:
+                    if rec.seq > self._seq:  # never twice, even if two callers raced
+                        self._apply_record(kind, rec)
+                        self._seq = rec.seq
+                # past the numbers of dropped duplicates at the end (no record fills them)
+                self._seq = max(self._seq, position)
+                if records:
                     self._maybe_snapshot()
-                total += len(records)
+            total += len(records)
             if len(records) < limit:
                 self._caught_up_at = time.time()
                 return total
@@ -220,6 +225,45 @@ class Replica(LearningState):
                 continue
             self._expiring[did] = now
             self._store.log_feedback(FeedbackRecord(did, 0, now, None, default, defaulted=True))
+
+    def _unsettled_result(self, result: FeedbackResult, rec: FeedbackRecord) -> FeedbackResult:
+        """The answer to a feedback appended to the shared log. Committed already (the store
+        commits every call unless it batches): a record the database dropped (``seq`` still 0)
+        was a duplicate. Batched: kept until :meth:`settle` after the group commit."""
+        if getattr(self._store, "durability", "batch") != "batch":
+            return self._settled(result, rec)
+        self._unsettled[id(result)] = (result, rec)
+        while len(self._unsettled) > 10_000:  # answers whose commit failed are never settled
+            del self._unsettled[next(iter(self._unsettled))]
+        return result
+
+    def settle(self, result: FeedbackResult) -> FeedbackResult:
+        """After the commit of a batched shared store: ``result``, or — when the database kept
+        another replica's feedback for the same decision instead — that one as a duplicate.
+        The identity on other stores.
+
+        Examples
+        --------
+        >>> import routewise as rw
+        >>> ctl = rw.Controller(arms=["a:x/direct_emit"], seed=0)
+        >>> r = ctl.feedback(ctl.decide({}).decision_id, rw.Outcome(True, 10.0, 0.0))
+        >>> ctl.settle(r) is r
+        True
+        """
+        entry = self._unsettled.pop(id(result), None)
+        if entry is None or entry[0] is not result:
+            return result
+        return self._settled(result, entry[1])
+
+    def _settled(self, result: FeedbackResult, rec: FeedbackRecord) -> FeedbackResult:
+        if rec.seq != 0:
+            return result
+        prior = self._store.get_feedback(result.decision_id)
+        if prior is None or prior.seq == 0:
+            return result
+        return FeedbackResult(
+            result.decision_id, result.arm, prior.reward, duplicate=True, defaulted=prior.defaulted
+        )
 
     # ------------------------------------------------------------------ queries
     def replication(self) -> ReplicationStatus | None:

@@ -1,0 +1,5 @@
+"""``python -m routewise.cli``."""
+
+from routewise.cli.common import main
+
+main()
