@@ -14,7 +14,7 @@ store)::
     modes = ["direct_emit", "transport_compressed", "local_reconstructed"]   # default: all
     exclude = ["ollama:devstral-2/transport_compressed"]
     # or instead of backends/modes: arms = ["openai:gpt-5.4/direct_emit", ...]
-    db = "routewise.db"          # omit for in-memory
+    db = "routewise.db"          # omit for in-memory; or "postgresql://user@host/db" (replicas)
     seed = 0
     reward = "balanced"          # or a table: [reward] preset = "low_latency", latency_budget_ms = 1500
     reward_wait_s = 600
@@ -71,7 +71,12 @@ class RoutewiseSettings(BaseSettings):
     exclude: list[str] = Field(default_factory=list)
     policy: str | dict[str, Any] | None = None
     reward: str | dict[str, Any] | None = None
-    db: str | None = None
+    db: str | None = Field(default=None, repr=False)  # a URL may hold a password
+    """Where the state lives: an SQLite file path (one process writes it), or a
+    ``postgresql://user:password@host:port/database`` (or ``postgres://``) URL — a
+    PostgreSQL store that several replicas share (install ``routewise[postgres]``; libpq
+    URL parameters work, e.g. ``?options=-csearch_path%3Dtenant_a`` for a schema). Unset:
+    in memory. Passwords in the URL never appear in logs or errors."""
     seed: int | None = None
     features: dict[str, Any] | None = None
     reward_wait_s: float | None = Field(default=None, gt=0)
@@ -79,12 +84,48 @@ class RoutewiseSettings(BaseSettings):
     default_reward: float | None = Field(default=None, ge=0, le=1)
     snapshot_every: int = Field(default=10_000, ge=1)
     durability: Literal["always", "feedback", "batch"] = "feedback"
+    check_on_open: bool = True
+    """Run SQLite's ``PRAGMA quick_check`` when an existing SQLite store is opened and refuse
+    a damaged one (``routewise serve --no-check`` skips it on a very large store)."""
+    # memory bounds (README "Bounds"); each hit is counted in /metrics and logged once
+    max_context_keys: int = Field(default=256, ge=1)
+    """A context with more keys is refused (``InvalidContext`` on ``context``)."""
+    max_value_chars: int = Field(default=1024, ge=1)
+    """A context key or string value longer than this is refused (``InvalidContext``)."""
+    max_feature_keys: int = Field(default=4096, ge=1)
+    """The featurizer remembers at most this many distinct keys; later new keys are ignored."""
+    max_pending: int = Field(default=100_000, ge=1)
+    """Decisions awaiting feedback kept in memory; past it the oldest leaves memory (learned
+    with ``default_reward`` if set; a later feedback for it still works)."""
+    recent_window: int = Field(default=256, ge=1)
+    """The recent decisions that ``best_policy`` without a context averages over."""
     # sidecar
     host: str = "127.0.0.1"
     port: int = Field(default=8787, ge=0, le=65535)
     token: SecretStr | None = None
     log_json: bool | None = None
+    max_lag_s: float = Field(default=5.0, gt=0)
+    """A replica on a shared (PostgreSQL) store is not ready (``/readyz`` 503) while it is
+    more than this many seconds behind the shared log."""
+    body_timeout_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    """A request body must arrive within this many seconds of the request's start, else the
+    sidecar answers 408 ``RequestTimeout`` and closes the connection (a slow or stalled
+    client never holds a request, nor a shutdown, open longer)."""
     guardian: bool | dict[str, Any] | None = None
+
+    @field_validator("db")
+    @classmethod
+    def _check_db(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.strip():
+            raise ValueError("must be a file path or a postgresql:// URL, got an empty string")
+        scheme, sep, _ = v.partition("://")
+        if sep and scheme.lower() not in ("postgresql", "postgres") and "/" not in scheme:
+            raise ValueError(
+                f"unsupported URL scheme {scheme!r}: give a file path or a postgresql:// URL"
+            )
+        return v
 
     @field_validator("arms")
     @classmethod

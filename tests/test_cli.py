@@ -234,7 +234,7 @@ def test_help_shows_no_bool_placeholders_and_keeps_lines_whole() -> None:
     sub = group.commands["experiment"]
     assert isinstance(sub, typer.core.TyperGroup)
     commands += [["experiment", name] for name in sub.commands]
-    assert len(commands) == 21
+    assert len(commands) == 23
     outputs = {}
     for args in [[], ["experiment"], *commands]:
         res = runner.invoke(app, [*args, "--help"], prog_name="routewise")

@@ -533,3 +533,15 @@ def test_state_at_predicts_tick_without_changing_anything() -> None:
         assert {a: g.state(a) for a in IDS} == predicted
     with pytest.raises(rw.UnknownArm):
         g.state_at("nope:x/direct_emit", 0.0)
+
+
+def test_an_arm_that_only_errs_keeps_a_bounded_warm_up_batch() -> None:
+    g = rw.Guardian(min_samples=50, max_out_share=0.5)
+    g.add_arms(["a/direct_emit", "b/direct_emit"])
+    g.quarantine("b/direct_emit", 0.0)  # one arm of two out: the cap keeps "a" serving
+    for i in range(20_000):
+        g.observe("a/direct_emit", valid=False, latency_ms=100.0, error="timeout", ts=float(i))
+    h = g._health["a/direct_emit"]
+    assert h.state == "healthy"
+    assert len(h.lag) <= 4 * 50
+    assert len(json.dumps(g.to_state(), default=float)) < 200_000

@@ -135,7 +135,7 @@ def test_migrate_refuses_a_non_empty_target_and_a_bad_source(
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not an SQLite database" * 100)
     corrupt = runner.invoke(app, ["migrate", "--from", str(junk), "--to", pg_url])
-    assert corrupt.exit_code == 1 and "cannot open SQLite database" in corrupt.output
+    assert corrupt.exit_code == 3 and "not a routewise store" in corrupt.output
     not_url = runner.invoke(app, ["migrate", "--from", str(sqlite_store), "--to", "x.db"])
     assert not_url.exit_code == 1 and "--to: expected a postgresql://" in not_url.output
     for res in (again, missing, corrupt, not_url):

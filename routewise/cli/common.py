@@ -18,6 +18,8 @@ from rich.markup import escape
 from routewise.errors import ConfigError, RoutewiseError, StateError
 
 __all__ = [
+    "EXIT_REFUSED",
+    "EXIT_STORE_UNUSABLE",
     "STATE_STYLE",
     "ConfigOption",
     "DbOption",
@@ -143,13 +145,35 @@ def json_arg(value: str | None, name: str) -> Any:
         raise ConfigError(name, f"not valid JSON ({exc.msg} at char {exc.pos})") from None
 
 
+EXIT_REFUSED = 2
+"""Exit code of a command that a library error refused (a bad option, a store in use…)."""
+EXIT_STORE_UNUSABLE = 3
+"""Exit code when the store is corrupt or is not a routewise store (``StoreCorrupt``,
+``NotAStore``; ``routewise serve`` included)."""
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: a library error is one line on stderr and exit code
+    :data:`EXIT_REFUSED` (:data:`EXIT_STORE_UNUSABLE` for an unusable store); so is an SQLite
+    error that escapes while a store is read (damage ``quick_check`` could not see)."""
+    import sqlite3
+
     try:
         app()
     except RoutewiseError as exc:
+        from routewise.state.integrity import NotAStore, StoreCorrupt
+
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        raise SystemExit(2) from None
+        unusable = isinstance(exc, StoreCorrupt | NotAStore)
+        raise SystemExit(EXIT_STORE_UNUSABLE if unusable else EXIT_REFUSED) from None
+    except sqlite3.DatabaseError as exc:
+        err_console.print(
+            f"[bold red]error:[/] store: SQLite error while reading it ({escape(str(exc))}); "
+            "inspect it with `routewise check --db PATH`",
+            highlight=False,
+        )
+        locked = isinstance(exc, sqlite3.OperationalError)  # busy, locked, I/O: not damage
+        raise SystemExit(EXIT_REFUSED if locked else EXIT_STORE_UNUSABLE) from None
 
 
 def is_db_url(db: str | Path | None) -> bool:

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from routewise.cli.common import app, console, err_console, is_db_url
+from routewise.cli.common import EXIT_STORE_UNUSABLE, app, console, err_console, is_db_url
 from routewise.errors import ConfigError, RoutewiseError
 
 __all__ = ["migrate"]
@@ -36,7 +36,8 @@ def migrate(
 
     For replicated sidecars. Meta, decisions, feedback, events and snapshots keep their sequence numbers; the target
     must be empty (its tables are created); the counts are verified after the copy. Stop
-    the sidecar that writes the SQLite store first. Exit code 1 when refused."""
+    the sidecar that writes the SQLite store first. Exit code 1 when refused, 3 when the
+    source is corrupt or not a routewise store."""
     try:
         if not is_db_url(target):
             raise ConfigError("--to", "expected a postgresql:// (or postgres://) URL")
@@ -57,7 +58,10 @@ def migrate(
             report = migrate_sqlite_to_postgres(source, target, progress=tick)
     except RoutewiseError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(1) from None
+        from routewise.state.integrity import NotAStore, StoreCorrupt
+
+        unusable = isinstance(exc, NotAStore | StoreCorrupt)
+        raise typer.Exit(EXIT_STORE_UNUSABLE if unusable else 1) from None
     table = Table(title=f"migrated {report.source} → {report.target} in {report.seconds:.1f} s")
     table.add_column("copied")
     table.add_column("rows", justify="right")

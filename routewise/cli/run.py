@@ -41,6 +41,14 @@ def serve(
             help="Log format (default: JSON unless stdout is a terminal).",
         ),
     ] = None,
+    no_check: Annotated[
+        bool,
+        typer.Option(
+            "--no-check",
+            help="Skip the integrity check (PRAGMA quick_check) of an existing SQLite store "
+            "at startup; for very large stores (config: check_on_open = false).",
+        ),
+    ] = False,
 ) -> None:
     """Run the HTTP sidecar (API docs at /docs).
 
@@ -51,10 +59,20 @@ def serve(
     it: a sidecar without a token refuses them (403). A new store with no arms configured
     starts with a demo arm set of provider names (which you must run yourself); configure
     'backends' in routewise.toml for real routing.
+
+    An existing store is checked first (PRAGMA quick_check, logged as store.checked): exit
+    code 3 if it is corrupt or not a routewise store (2: any other refusal).
     """
     from routewise.server import serve as run_server
 
-    run_server(config, host=host, port=port, db=db, log_json=log_json)
+    run_server(
+        config,
+        host=host,
+        port=port,
+        db=db,
+        log_json=log_json,
+        check_on_open=False if no_check else None,
+    )
 
 
 @app.command()

@@ -3,6 +3,10 @@ featurizer, the Guardian, the store and the experiments it delegates to.
 
 * :mod:`~routewise.controller.core` — :class:`Controller` (the public verbs; queries are pure,
   time-driven transitions happen on the write path or in ``tick()``).
+* :mod:`~routewise.controller.actions` — operator actions (pin, quarantine, release) and the
+  experiment lifecycle, shared through the log on a shared store.
+* :mod:`~routewise.controller.replica` — a replica on a shared (PostgreSQL) store: the
+  follower thread that applies every record of the shared log in order, exactly once.
 * :mod:`~routewise.controller.setup` — argument checks and resolution (store, arms, seed,
   policy, features), ``Controller.from_settings``'s mapping of the settings.
 * :mod:`~routewise.controller.persistence` — the learned state: applying a feedback (live and

@@ -29,6 +29,14 @@ import structlog
 from routewise.bandits.base import Policy
 from routewise.config import RoutewiseSettings, load_settings
 from routewise.controller.actions import Actions
+from routewise.controller.bounds import (
+    DEFAULT_MAX_CONTEXT_KEYS,
+    DEFAULT_MAX_FEATURE_KEYS,
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_VALUE_CHARS,
+    BoundHits,
+    FeatureLimits,
+)
 from routewise.controller.experiments.assignment import assignment_unit
 from routewise.controller.experiments.manager import Experiments
 from routewise.controller.features import Featurizer
@@ -44,6 +52,7 @@ from routewise.controller.replica import Replica
 from routewise.controller.routing import ArmChooser
 from routewise.controller.setup import (
     DEFAULT_POLICY,
+    check_bounds,
     check_options,
     controller_kwargs,
     guardian_argument,
@@ -144,10 +153,20 @@ class Controller(Actions, Replica):
     guardian
         ``True`` (default) for a default :class:`~routewise.controller.guardian.Guardian`,
         ``False`` to turn it off, or a configured ``Guardian``.
+    max_context_keys, max_value_chars, max_feature_keys
+        The featurizer's bounds (default 256 keys per context, 1,024 characters per key or
+        string value, 4,096 remembered keys; see :mod:`~routewise.controller.features`).
+    max_pending
+        At most this many decisions awaiting feedback are kept in memory (default 100,000):
+        past it the oldest leaves memory — learned with ``default_reward`` when one is set —
+        and a later feedback for it is served from the store.
     read_only
         Open an existing store for queries only (``best_policy``, ``status``, ``health``,
         ``events``, ``export_trace``) without taking the writer lock — safe next to a running
         sidecar. ``decide``/``feedback``/operator actions then raise ``StateError``.
+    integrity_check
+        Check an existing SQLite store with ``PRAGMA quick_check`` when opening it and refuse
+        a damaged one (``StoreCorrupt``, a ``StateError``); default ``True``.
 
     Examples
     --------
@@ -185,8 +204,21 @@ class Controller(Actions, Replica):
         recent_window: int = 256,
         guardian: Guardian | bool | None = True,
         read_only: bool = False,
+        max_context_keys: int = DEFAULT_MAX_CONTEXT_KEYS,
+        max_value_chars: int = DEFAULT_MAX_VALUE_CHARS,
+        max_feature_keys: int = DEFAULT_MAX_FEATURE_KEYS,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        integrity_check: bool = True,
     ) -> None:
         check_options(reward_wait_s, late_feedback, default_reward, snapshot_every, recent_window)
+        self._limits = FeatureLimits(
+            max_feature_keys=max_feature_keys,
+            max_context_keys=max_context_keys,
+            max_value_chars=max_value_chars,
+        )
+        check_bounds(**self._limits, max_pending=max_pending)
+        self.max_pending = max_pending
+        self._bounds = BoundHits()
         self.reward_wait_s = reward_wait_s
         self.late_feedback = late_feedback
         self.default_reward = default_reward
@@ -199,7 +231,7 @@ class Controller(Actions, Replica):
         self._lock = threading.RLock()
         self.read_only = read_only
         new_file = new_store_file(store)
-        self._store = open_store(store, durability, read_only)
+        self._store = open_store(store, durability, read_only, integrity_check=integrity_check)
         self._owns_store = not isinstance(store, Store)
         self._init_replica()
         self._control_ts = None
@@ -231,7 +263,7 @@ class Controller(Actions, Replica):
             reward = meta.get("reward")
         self._reward = reward_argument(reward)
         self._features_spec = resolve_features(features, meta)
-        self._featurizer = Featurizer(self._features_spec)
+        self._featurizer = Featurizer(self._features_spec, **self._limits, hits=self._bounds)
         # the controller's own generator: the Guardian's probe lottery
         self._rng = np.random.default_rng(np.random.SeedSequence([abs(int(self.seed)), 0x6A4D]))
         self._chooser = ArmChooser(self._guardian, self._rng, self._record)
@@ -403,10 +435,7 @@ class Controller(Actions, Replica):
                     extra=extra,
                 )
             )
-            if not shared:  # else the follower applies the decision from the log
-                self._pending[did] = Pending(c.arm, x, scal, now, exp_name, variant)
-                self._recent.append(x)
-                self._stat(c.arm).decisions += 1
+            self._keep(did, Pending(c.arm, x, scal, now, exp_name, variant), now)
         decision = Decision(
             decision_id=did,
             arm=self._arm_by_id[c.arm],
@@ -424,6 +453,16 @@ class Controller(Actions, Replica):
         if self.log_decisions:
             self._log_decision(decision)
         return decision
+
+    def _keep(self, decision_id: str, p: Pending, now: float) -> None:
+        """A decision just logged awaits its feedback (on a shared store the follower makes it
+        pending when it applies the decision from the log; until then it is remembered here)."""
+        if self._shared:
+            self._remember_own(decision_id, p)
+            return
+        self._add_pending(decision_id, p, now)
+        self._recent.append(p.x)
+        self._stat(p.arm).decisions += 1
 
     @staticmethod
     def _log_decision(d: Decision) -> None:
@@ -459,6 +498,7 @@ class Controller(Actions, Replica):
                 raise InvalidOutcome(
                     "outcome", f"expected an Outcome or a mapping, got {type(outcome).__name__}"
                 )
+        fetched = self._fetch_shared(decision_id)  # a replica: read before taking the lock
         with self._lock:
             if self._closed or self.read_only:
                 self._check_open()
@@ -467,20 +507,23 @@ class Controller(Actions, Replica):
                 self._expire(now)
             # a replica leaves the pending entry to the follower, which applies the feedback
             p = (
-                self._pending.get(decision_id)
+                self._pending.get(decision_id) or self._own.get(decision_id)
                 if self._shared
                 else self._pending.pop(decision_id, None)
             )
             if p is None:
-                prior = self._store.get_feedback(decision_id)
+                store = self._store
+                prior = fetched[0] if fetched else store.get_feedback(decision_id)
                 if prior is not None:
                     if prior.defaulted and self.late_feedback == "reject" and self.reward_wait_s:
                         # the wait time ran out and the default reward was learned instead
-                        drec = self._store.get_decision(decision_id)
+                        # (else max_pending defaulted it early: then it is a duplicate)
+                        drec = fetched[1] if fetched else store.get_decision(decision_id)
                         age = now - (drec.ts if drec is not None else prior.ts)
-                        raise FeedbackTooLate(decision_id, age, self.reward_wait_s)
+                        if age > self.reward_wait_s:
+                            raise FeedbackTooLate(decision_id, age, self.reward_wait_s)
                     return self._duplicate(prior)
-                drec = self._store.get_decision(decision_id)
+                drec = fetched[1] if fetched else store.get_decision(decision_id)
                 if drec is None:
                     raise UnknownDecision(decision_id)
                 p = pending_from_record(drec, self._reward)
@@ -517,11 +560,12 @@ class Controller(Actions, Replica):
         now: float,
     ) -> FeedbackResult:
         if self._shared:  # appended; the follower learns it from the log (replica.py)
-            self._store.log_feedback(
-                FeedbackRecord(decision_id, 0, now, outcome, reward, defaulted=outcome is None)
+            rec = FeedbackRecord(decision_id, 0, now, outcome, reward, defaulted=outcome is None)
+            self._store.log_feedback(rec)
+            result = FeedbackResult(
+                decision_id, self._arm_or_parse(p.arm), reward, defaulted=outcome is None
             )
-            arm = self._arm_or_parse(p.arm)
-            return FeedbackResult(decision_id, arm, reward, defaulted=outcome is None)
+            return self._unsettled_result(result, rec)
         self._seq += 1
         self._store.log_feedback(
             FeedbackRecord(decision_id, self._seq, now, outcome, reward, defaulted=outcome is None)
@@ -534,6 +578,13 @@ class Controller(Actions, Replica):
         return FeedbackResult(
             decision_id, self._arm_or_parse(p.arm), reward, defaulted=outcome is None
         )
+
+    def _evicted(self, decision_id: str, p: Pending, now: float) -> None:
+        """A pending decision left memory (``max_pending``): learned with the default reward
+        when one is set (on a shared store: the default feedback is appended)."""
+        if self.default_reward is not None:
+            self._wrote()
+            self._apply(decision_id, p, None, self.default_reward, now)
 
     def _duplicate(self, prior: FeedbackRecord) -> FeedbackResult:
         drec = self._store.get_decision(prior.decision_id)
@@ -636,6 +687,25 @@ class Controller(Actions, Replica):
         """
         with self._lock:
             return self._transitions.as_dict()
+
+    def bound_hits(self) -> dict[str, int]:
+        """How often each memory bound was hit in this process (restart replay included), by
+        bound (README, "Bounds"); what ``/metrics`` exports. Pure.
+
+        Examples
+        --------
+        >>> import routewise as rw
+        >>> from structlog.testing import capture_logs
+        >>> ctl = rw.Controller(arms=["a:x/direct_emit", "b:y/direct_emit"], max_context_keys=2)
+        >>> with capture_logs() as logs:  # the first hit of a bound is logged
+        ...     ctl.decide({"a": 1, "b": 2, "c": 3})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        routewise.errors.InvalidContext: context['<context>']: has 3 keys; at most 2 are allowed...
+        >>> ctl.bound_hits()["max_context_keys"], logs[0]["bound"]
+        (1, 'max_context_keys')
+        """
+        with self._lock:
+            return self._bounds.as_dict()
 
     # ---------------------------------------------------------- best policy
     def best_policy(

@@ -31,6 +31,29 @@ The total length (bias included) never exceeds ``max_dim``. When it is reached, 
 categorical value goes to its key's ``__other__`` column (dropped if the key has none), and
 a new numeric or boolean key is still typed and validated but gets no column.
 
+Bounds
+------
+What the featurizer keeps never grows with the input past these (each hit is counted in
+:attr:`Featurizer.hits`, and the first hit of each logged — :mod:`~routewise.controller.bounds`):
+
+* ``max_context_keys`` (default 256) — a context with more keys is refused
+  (:class:`~routewise.errors.InvalidContext` on ``<context>``), before any key is looked at.
+* ``max_value_chars`` (default 1,024) — a new key, or a string value, longer than this is
+  refused (``InvalidContext`` naming the key). With ``max_context_keys``, one stored context is
+  at most 256 × 2 × 1,024 characters.
+* ``max_feature_keys`` (default 4,096) — at most this many distinct keys are remembered
+  (declared ones included). Past it a new key is still validated (type, length, finiteness)
+  but no record is kept: it gets no column, no statistics and no type of its own, and it is
+  counted each time it is ignored. Remembered keys are never forgotten.
+* ``max_dim`` — the columns, as above; a categorical value without a column keeps no record
+  (it goes to ``__other__``), so the per-value records are bounded by ``max_dim`` too. Each
+  column refused is counted.
+
+The bounds are settings, not state (:meth:`Featurizer.to_state` does not hold them); the
+same contexts in the same order under the same bounds give the same state. A state holding
+more keys than ``max_feature_keys`` (written by an older version) is trimmed on restore
+(:meth:`Featurizer.from_state`).
+
 Guarantees
 ----------
 * A context is validated entirely before any state changes: a context that raises leaves
@@ -48,23 +71,43 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from numbers import Real
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import ValidationError
 
+from routewise.controller.bounds import (
+    DEFAULT_MAX_CONTEXT_KEYS,
+    DEFAULT_MAX_FEATURE_KEYS,
+    DEFAULT_MAX_VALUE_CHARS,
+    BoundHits,
+)
+from routewise.controller.featurespec import (
+    OTHER,
+    BoolState,
+    FeatureDef,
+    FeatureSpec,
+    FeatureType,
+    FeaturizerState,
+    NumState,
+    config_error,
+    parse_spec,
+    trim_state,
+)
 from routewise.errors import ConfigError, InvalidContext, StateError
 
-__all__ = ["DEFAULT_CLIP", "DEFAULT_MAX_DIM", "OTHER", "FeatureDef", "FeatureSpec", "Featurizer"]
+__all__ = [
+    "DEFAULT_CLIP",
+    "DEFAULT_MAX_CONTEXT_KEYS",
+    "DEFAULT_MAX_DIM",
+    "DEFAULT_MAX_FEATURE_KEYS",
+    "DEFAULT_MAX_VALUE_CHARS",
+    "OTHER",
+    "FeatureDef",
+    "FeatureSpec",
+    "Featurizer",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -72,123 +115,11 @@ DEFAULT_MAX_DIM = 128
 """Default cap on the vector length (bias included)."""
 DEFAULT_CLIP = 5.0
 """Default clip of standardized numeric features."""
-OTHER = "__other__"
-"""The reserved categorical value that collects values without a column of their own."""
 
 _STATE_VERSION = 1
 _NESTED = "nested objects are not supported; flatten them (e.g. 'schema.depth')"
 _TRANSFORMS: dict[str, int] = {"none": 0, "log1p": 1, "sqrt": 2}
 _TRANSFORM_NAMES = {code: name for name, code in _TRANSFORMS.items()}
-FeatureType = Literal["numeric", "categorical", "boolean"]
-
-
-# --------------------------------------------------------------------------- spec
-class FeatureDef(BaseModel):
-    """The declaration of one context key.
-
-    A bare type name is accepted as shorthand: ``"boolean"`` ≡ ``{"type": "boolean"}``.
-
-    Examples
-    --------
-    >>> FeatureDef.model_validate({"type": "numeric", "transform": "log1p"}).transform
-    'log1p'
-    >>> FeatureDef.model_validate("categorical").vocabulary is None
-    True
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    type: FeatureType
-    transform: Literal["none", "log1p", "sqrt"] = "none"
-    """Numeric only: applied before standardization."""
-    vocabulary: list[str] | None = None
-    """Categorical only: the fixed set of values with a column of their own."""
-    clip: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    """Numeric only: clip the standardized value to ``[-clip, clip]`` (default 5)."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, data: Any) -> Any:
-        return {"type": data} if isinstance(data, str) else data
-
-    @field_validator("transform")
-    @classmethod
-    def _transform_numeric_only(cls, value: str, info: ValidationInfo) -> str:
-        if value != "none" and info.data.get("type") != "numeric":
-            raise ValueError("only numeric features take a transform")
-        return value
-
-    @field_validator("vocabulary")
-    @classmethod
-    def _vocabulary_categorical_only(
-        cls, value: list[str] | None, info: ValidationInfo
-    ) -> list[str] | None:
-        if value is None:
-            return value
-        if info.data.get("type") != "categorical":
-            raise ValueError("only categorical features take a vocabulary")
-        if len(set(value)) != len(value):
-            dup = sorted({v for v in value if value.count(v) > 1})
-            raise ValueError(f"duplicate value(s) {dup}")
-        if OTHER in value:
-            raise ValueError(f"{OTHER!r} is reserved for values outside the vocabulary")
-        return value
-
-    @field_validator("clip")
-    @classmethod
-    def _clip_numeric_only(cls, value: float | None, info: ValidationInfo) -> float | None:
-        if value is not None and info.data.get("type") != "numeric":
-            raise ValueError("only numeric features take a clip")
-        return value
-
-
-class FeatureSpec(BaseModel):
-    """Declared features (``features``) and optionally the dimension cap (``max_dim``).
-
-    Examples
-    --------
-    >>> spec = FeatureSpec.model_validate(
-    ...     {"features": {"language": {"type": "categorical", "vocabulary": ["en", "zh"]},
-    ...                   "input_tokens": {"type": "numeric", "transform": "log1p"}}})
-    >>> sorted(spec.features)
-    ['input_tokens', 'language']
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-    features: dict[str, FeatureDef] = Field(default_factory=dict)
-    max_dim: int | None = Field(default=None, ge=1)
-
-    @field_validator("features")
-    @classmethod
-    def _non_empty_keys(cls, value: dict[str, FeatureDef]) -> dict[str, FeatureDef]:
-        if "" in value:
-            raise ValueError("feature names must be non-empty")
-        return value
-
-
-def _config_error(exc: ValidationError) -> ConfigError:
-    errors = exc.errors()
-    first = errors[0]
-    where = ".".join(str(part) for part in first["loc"]) or "features"
-    msg = str(first["msg"]).removeprefix("Value error, ")
-    more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
-    return ConfigError(where, msg + more)
-
-
-def _parse_spec(spec: FeatureSpec | Mapping[str, Any] | None) -> FeatureSpec:
-    if spec is None:
-        return FeatureSpec()
-    if isinstance(spec, FeatureSpec):
-        return spec
-    if not isinstance(spec, Mapping):
-        raise ConfigError(
-            "features", f"must be a FeatureSpec or a mapping, got {type(spec).__name__}"
-        )
-    try:
-        return FeatureSpec.model_validate(dict(spec))
-    except ValidationError as exc:
-        raise _config_error(exc) from None
 
 
 # --------------------------------------------------------------------- records
@@ -316,12 +247,19 @@ def _category(key: str, value: Any, rec: _Cat | None) -> str:
     raise InvalidContext(key, f"expected a string (categorical feature{origin}), {_got(value)}")
 
 
-def _keys(context: Mapping[str, Any]) -> list[Any]:
+def _keys(context: Mapping[str, Any], limit: int, hits: BoundHits) -> list[Any]:
     """The keys of a context, sorted (as given when they do not sort); raises for a
-    context that is not a mapping."""
+    context that is not a mapping or has more than ``limit`` keys (a hit of
+    ``max_context_keys``), before looking at any of them."""
     if type(context) is not dict and not isinstance(context, Mapping):
         raise InvalidContext(
             "<context>", f"must be a mapping of feature name to value, {_got(context)}"
+        )
+    if len(context) > limit:
+        hits.hit("max_context_keys", limit)
+        raise InvalidContext(
+            "<context>",
+            f"has {len(context)} keys; at most {limit} are allowed (max_context_keys)",
         )
     try:
         return sorted(context)
@@ -344,11 +282,14 @@ class _Growth:
     whole context has been validated (:meth:`commit`). Created only for a context with a
     key or value not seen before."""
 
-    __slots__ = ("dim", "max_dim", "names", "recs", "values")
+    __slots__ = ("dim", "full", "ignored", "max_dim", "names", "recs", "room", "values")
 
-    def __init__(self, dim: int, max_dim: int) -> None:
+    def __init__(self, dim: int, max_dim: int, room: int) -> None:
         self.dim = dim
         self.max_dim = max_dim
+        self.room = room  # how many more keys may be remembered (max_feature_keys)
+        self.full = 0  # columns refused: the vector is at max_dim
+        self.ignored = 0  # new keys not remembered: max_feature_keys reached
         self.names: list[str] = []
         self.recs: list[tuple[str, _Rec]] = []
         self.values: list[tuple[_Cat, str, int]] = []
@@ -357,6 +298,7 @@ class _Growth:
         """The next free column, for ``name``; -1 when the vector is at ``max_dim``."""
         col = self.dim
         if col >= self.max_dim:
+            self.full += 1
             return -1
         self.dim = col + 1
         self.names.append(name)
@@ -375,16 +317,18 @@ class _Growth:
         """A key without a record: typed and validated; when learning, given its record (and
         columns while there is room). Returns its entry in the vector (column -1: none)."""
         kind = _kind_of(key, value)
+        x = _number(key, value, None, 0) if kind == "numeric" else 0.0
+        if not learn:
+            return -1, 0.0
+        if self.room <= 0:  # max_feature_keys: validated, but no record is kept
+            self.ignored += 1
+            return -1, 0.0
+        self.room -= 1
         if kind == "numeric":
-            x = _number(key, value, None, 0)
-            if not learn:
-                return -1, 0.0
             col = self.column(key)
             self.recs.append((key, _Num(col, 0, None, False, (1, x, 0.0))))
             # one value: variance 0, so standardized value 0
             return col, 0.0 if standardize else x
-        if not learn:
-            return -1, 0.0
         if kind == "boolean":
             col = self.column(key)
             self.recs.append((key, _Bool(col, False)))
@@ -393,13 +337,19 @@ class _Growth:
         self.recs.append((key, cat))
         return self.value(key, str(value), cat), 1.0
 
-    def commit(self, recs: dict[str, _Rec], names: list[str]) -> None:
-        """Apply the pending changes (to a featurizer's records and column names)."""
+    def commit(self, f: Featurizer) -> None:
+        """Apply the pending changes to ``f``'s records and column names, and count the
+        bounds they hit."""
+        recs = f._recs
         for key, new in self.recs:
             recs[key] = new
         for cat, s, col in self.values:
             cat.cols[s] = col
-        names.extend(self.names)
+        f._names.extend(self.names)
+        if self.ignored:
+            f.hits.hit("max_feature_keys", f.max_feature_keys, self.ignored)
+        if self.full:
+            f.hits.hit("max_dim", f.max_dim, self.full)
 
 
 # ----------------------------------------------------------------- featurizer
@@ -418,6 +368,16 @@ class Featurizer:
     standardize
         Standardize numeric features online (default). ``False`` passes the (transformed)
         values through.
+    max_feature_keys
+        Cap on the distinct keys remembered (declared ones included; default 4,096): past it
+        a new key is validated but ignored — no record, no column — and counted.
+    max_context_keys
+        Cap on the keys of one context (default 256): a context with more is refused.
+    max_value_chars
+        Cap on the length of a new key and of a string value (default 1,024): longer is
+        refused.
+    hits
+        Where the bound hits are counted (default: a :class:`BoundHits` of its own).
 
     Raises
     ------
@@ -443,6 +403,12 @@ class Featurizer:
     >>> g = Featurizer.from_state(f.to_state())
     >>> bool((g.transform({"n_fields": 16}) == f.transform({"n_fields": 16})).all())
     True
+    >>> from structlog.testing import capture_logs
+    >>> small = Featurizer(max_feature_keys=2)
+    >>> with capture_logs() as logs:  # the first hit of a bound is logged
+    ...     _ = small.transform({"a": 1, "b": "x", "c": True})  # "c" is ignored
+    >>> small.keys, small.hits.as_dict()["max_feature_keys"], logs[0]["bound"]
+    (2, 1, 'max_feature_keys')
     """
 
     def __init__(
@@ -451,8 +417,24 @@ class Featurizer:
         *,
         max_dim: int | None = None,
         standardize: bool = True,
+        max_feature_keys: int = DEFAULT_MAX_FEATURE_KEYS,
+        max_context_keys: int = DEFAULT_MAX_CONTEXT_KEYS,
+        max_value_chars: int = DEFAULT_MAX_VALUE_CHARS,
+        hits: BoundHits | None = None,
     ) -> None:
-        parsed = _parse_spec(spec)
+        parsed = parse_spec(spec)
+        for name, limit in (
+            ("max_feature_keys", max_feature_keys),
+            ("max_context_keys", max_context_keys),
+            ("max_value_chars", max_value_chars),
+        ):
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ConfigError(name, f"must be an integer >= 1, got {limit!r}")
+        if len(parsed.features) > max_feature_keys:
+            raise ConfigError(
+                "max_feature_keys",
+                f"{max_feature_keys} is less than the {len(parsed.features)} declared features",
+            )
         if max_dim is not None:
             if isinstance(max_dim, bool) or not isinstance(max_dim, int) or max_dim < 1:
                 raise ConfigError("max_dim", f"must be an integer >= 1, got {max_dim!r}")
@@ -465,6 +447,10 @@ class Featurizer:
         self.spec: FeatureSpec = parsed
         self.max_dim: int = max_dim if max_dim is not None else parsed.max_dim or DEFAULT_MAX_DIM
         self.standardize = standardize
+        self.max_feature_keys = max_feature_keys
+        self.max_context_keys = max_context_keys
+        self.max_value_chars = max_value_chars
+        self.hits = hits if hits is not None else BoundHits()
         self._recs: dict[str, _Rec] = {}
         self._names: list[str] = ["bias"]
         self._declare()
@@ -505,6 +491,11 @@ class Featurizer:
         return len(self._names)
 
     @property
+    def keys(self) -> int:
+        """How many distinct keys are remembered (at most ``max_feature_keys``)."""
+        return len(self._recs)
+
+    @property
     def feature_names(self) -> list[str]:
         """Column names: ``bias``, ``key`` (numeric, boolean), ``key=value`` (categorical)."""
         return list(self._names)
@@ -541,7 +532,8 @@ class Featurizer:
 
     # ------------------------------------------------------------------ algorithm
     def _run(self, context: Mapping[str, Any], learn: bool, build: bool) -> FloatArray | None:
-        keys = _keys(context)
+        keys = _keys(context, self.max_context_keys, self.hits)
+        maxc = self.max_value_chars
         recs = self._recs
         standardize = self.standardize
         out_cols: list[int] = []  # the vector's non-zero entries
@@ -594,16 +586,19 @@ class Featurizer:
                 z = c if z > c else -c if z < -c else z
             elif type(rec) is _Cat:
                 s = value if type(value) is str else _category(key, value, rec)
+                if len(s) > maxc:
+                    raise self._too_long(key, "value", len(s))
                 col, z = rec.cols.get(s, -1), 1.0
                 if col < 0 and learn:
-                    grow = grow or _Growth(len(self._names), self.max_dim)
+                    grow = grow or self._growth()
                     col = grow.value(key, s, rec)
                 elif col < 0:
                     col = rec.other
             elif type(rec) is _Bool:
                 col, z = rec.col, _bool_value(key, value, rec)
             else:
-                grow = grow or _Growth(len(self._names), self.max_dim)
+                self._check_new(key, value)
+                grow = grow or self._growth()
                 col, z = grow.first_seen(key, value, learn, standardize)
             if col >= 0:
                 out_cols.append(col)
@@ -612,8 +607,26 @@ class Featurizer:
             for num, stats in new_stats:
                 num.stats = stats
             if grow is not None:
-                grow.commit(recs, self._names)
+                grow.commit(self)
         return _vector(len(self._names), out_cols, out_vals) if build else None
+
+    def _growth(self) -> _Growth:
+        return _Growth(len(self._names), self.max_dim, self.max_feature_keys - len(self._recs))
+
+    def _check_new(self, key: str, value: Any) -> None:
+        """Refuse a new key, or its string value, longer than ``max_value_chars``."""
+        if len(key) > self.max_value_chars:
+            raise self._too_long(key, "key", len(key))
+        if type(value) is str and len(value) > self.max_value_chars:
+            raise self._too_long(key, "value", len(value))
+
+    def _too_long(self, key: str, what: str, n: int) -> InvalidContext:
+        """The refusal of a key or string value over ``max_value_chars`` (counted)."""
+        limit = self.max_value_chars
+        self.hits.hit("max_value_chars", limit)
+        name = key if len(key) <= 60 else key[:57] + "..."
+        reason = f"the {what} has {n} characters; at most {limit} are allowed (max_value_chars)"
+        return InvalidContext(name, reason)
 
     # ------------------------------------------------------------------ state
     def to_state(self) -> dict[str, Any]:
@@ -665,21 +678,43 @@ class Featurizer:
         }
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> Featurizer:
+    def from_state(
+        cls,
+        state: Mapping[str, Any],
+        *,
+        max_feature_keys: int = DEFAULT_MAX_FEATURE_KEYS,
+        max_context_keys: int = DEFAULT_MAX_CONTEXT_KEYS,
+        max_value_chars: int = DEFAULT_MAX_VALUE_CHARS,
+        hits: BoundHits | None = None,
+    ) -> Featurizer:
         """Rebuild a featurizer from :meth:`to_state` output (also after a JSON round trip).
+
+        The bounds are settings, not state: they are given here as to the constructor. A
+        state with more than ``max_feature_keys`` keys (written before the bound existed, or
+        under a larger one) keeps every key that has a column or is declared, then the
+        others in first-seen order while there is room (the rest are counted as hits).
 
         Raises
         ------
         routewise.errors.StateError
             When the state is malformed or inconsistent.
         """
+        hits = hits if hits is not None else BoundHits()
         try:
-            parsed = _State.model_validate(state)
+            parsed = FeaturizerState.model_validate(trim_state(state, max_feature_keys, hits))
         except ValidationError as exc:
-            err = _config_error(exc)
+            err = config_error(exc)
             raise StateError(f"featurizer state: {err.field}: {err.reason}") from None
         try:
-            obj = cls(parsed.spec, max_dim=parsed.max_dim, standardize=parsed.standardize)
+            obj = cls(
+                parsed.spec,
+                max_dim=parsed.max_dim,
+                standardize=parsed.standardize,
+                max_feature_keys=max_feature_keys,
+                max_context_keys=max_context_keys,
+                max_value_chars=max_value_chars,
+                hits=hits,
+            )
         except ConfigError as exc:
             raise StateError(f"featurizer state: spec: {exc}") from None
         names: list[str | None] = [None] * parsed.dim
@@ -698,11 +733,11 @@ class Featurizer:
         for f in parsed.features:
             if f.key in recs:
                 raise StateError(f"featurizer state: key {f.key!r} appears twice")
-            if isinstance(f, _NumState):
+            if isinstance(f, NumState):
                 stats = (f.n, float(f.mean), float(f.m2))
                 col = place(f.col, f.key)
                 recs[f.key] = _Num(col, _TRANSFORMS[f.transform], f.clip, f.declared, stats)
-            elif isinstance(f, _BoolState):
+            elif isinstance(f, BoolState):
                 recs[f.key] = _Bool(place(f.col, f.key), f.declared)
             else:
                 other = place(f.other, f"{f.key}={OTHER}")
@@ -716,45 +751,3 @@ class Featurizer:
         obj._recs = recs
         obj._names = [n for n in names if n is not None]
         return obj
-
-
-# ------------------------------------------------------------------ state schema
-class _NumState(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    kind: Literal["numeric"]
-    key: str
-    col: int | None
-    transform: Literal["none", "log1p", "sqrt"]
-    clip: float | None = Field(gt=0, allow_inf_nan=False)
-    declared: bool
-    n: int = Field(ge=0)
-    mean: float = Field(allow_inf_nan=False)
-    m2: float = Field(ge=0, allow_inf_nan=False)
-
-
-class _BoolState(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    kind: Literal["boolean"]
-    key: str
-    col: int | None
-    declared: bool
-
-
-class _CatState(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    kind: Literal["categorical"]
-    key: str
-    other: int | None
-    values: dict[str, int]
-    fixed: bool
-    declared: bool
-
-
-class _State(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    version: Literal[1]
-    max_dim: int = Field(ge=1)
-    standardize: bool
-    spec: FeatureSpec
-    dim: int = Field(ge=1)
-    features: list[Annotated[_NumState | _BoolState | _CatState, Field(discriminator="kind")]]

@@ -1,6 +1,7 @@
 """The Controller's learned state and its persistence: applying one feedback to it (live and
 in restart replay alike), snapshots, restore (the latest snapshot, then a replay of the log
-after it), the store's metadata record, the pending decisions, the running count of Guardian
+after it), the store's metadata record, the pending decisions (at most ``max_pending`` in
+memory, live, in restart replay and on a replica alike), the running count of Guardian
 transitions, and the trace export.
 
 :class:`LearningState` is the Controller's base class: it holds the state and these steps;
@@ -19,6 +20,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections import deque
@@ -31,12 +33,13 @@ import numpy as np
 import structlog
 
 from routewise.bandits.base import FloatArray, Policy
+from routewise.controller.bounds import BoundHits, FeatureLimits
 from routewise.controller.experiments.manager import Experiments
 from routewise.controller.experiments.variants import VariantLearner
 from routewise.controller.features import Featurizer
 from routewise.controller.guardian import Guardian
 from routewise.controller.stats import ArmStats
-from routewise.errors import ConfigError, StateError
+from routewise.errors import ConfigError, InvalidContext, StateError
 from routewise.reward import Scalarizer
 from routewise.state.base import (
     ControlRecord,
@@ -234,6 +237,10 @@ class LearningState:
     clock: Callable[[], float]
     _arm_event_seq: dict[str, int]
     snapshot_every: int
+    max_pending: int
+    default_reward: float | None
+    _bounds: BoundHits
+    _limits: FeatureLimits
 
     def _save_meta(self) -> None:
         self._store.save_meta(
@@ -290,7 +297,9 @@ class LearningState:
 
     def _load_snapshot(self, state: Mapping[str, Any]) -> None:
         self._policy = Policy.from_state(state["policy"])
-        self._featurizer = Featurizer.from_state(state["featurizer"])
+        self._featurizer = Featurizer.from_state(
+            state["featurizer"], **self._limits, hits=self._bounds
+        )
         self._stats = {k: ArmStats.from_state(v) for k, v in state["stats"].items()}
         if "rng" in state:
             self._rng.bit_generator.state = state["rng"]
@@ -316,7 +325,10 @@ class LearningState:
         if self._guardian is not None:
             self._guardian.add_arms([rec.arm])
             self._guardian.tick(rec.ts)
-        self._featurizer.learn(rec.context)
+        # a context logged before the featurizer's bounds (or under looser ones) is not
+        # learned (its refusal is counted as a bound hit); the decision itself stands
+        with contextlib.suppress(InvalidContext):
+            self._featurizer.learn(rec.context)
         p = pending_from_record(rec, self._reward)
         learner = self._learner(p)
         if learner is not None:
@@ -327,7 +339,25 @@ class LearningState:
         self._stat(rec.arm).decisions += 1
         if p.exp is not None and p.variant is not None:
             self._exp.replayed_assignment(p.exp, p.variant)
-        self._pending[rec.decision_id] = p
+        self._add_pending(rec.decision_id, p, rec.ts if self._replaying else self.clock())
+
+    def _add_pending(self, decision_id: str, p: Pending, now: float) -> None:
+        """Keep ``p`` awaiting feedback, and at most ``max_pending`` decisions in memory: past
+        it the oldest leaves (a hit of ``max_pending``). Live, it is then learned with the
+        default reward when one is set (:meth:`_evicted`); in restart replay it is only
+        dropped (the live run logged that default feedback, which the replay learns from). A
+        later feedback for it is served from the store's record of the decision."""
+        pending = self._pending
+        pending[decision_id] = p
+        while len(pending) > self.max_pending:
+            did = next(iter(pending))
+            p = pending.pop(did)
+            self._bounds.hit("max_pending", self.max_pending)
+            if not self._replaying and not self.read_only:
+                self._evicted(did, p, now)
+
+    def _evicted(self, decision_id: str, p: Pending, now: float) -> None:
+        """A pending decision left memory live (the Controller learns the default reward)."""
 
     def _replay_feedback(self, rec: FeedbackRecord) -> None:
         fp = self._pending.pop(rec.decision_id, None)
@@ -422,13 +452,13 @@ class LearningState:
             self._arm_ids = list(learner.arms)
         self._all = None if self._policy.arms == self._arm_ids else self._arm_ids
 
-    def snapshot(self) -> None:
-        """Persist the learned state now (done automatically every ``snapshot_every``). On a
-        shared store only the replica holding the snapshot lead writes one."""
+    def learned_state(self) -> dict[str, Any]:
+        """The learned state as a snapshot stores it (``seq``, ``policy``, ``featurizer``,
+        ``stats``, ``rng``, ``guardian``, ``experiments``, ``transitions``; plain JSON once
+        encoded with :func:`~routewise.state.base.json_default`). ``routewise check``
+        compares a store's latest snapshot with this state rebuilt by replaying its log."""
         with self._lock:
-            if self._shared and not self._store.try_lead():  # type: ignore[attr-defined]
-                return
-            state = {
+            return {
                 "seq": self._seq,
                 "policy": self._policy.to_state(),
                 "featurizer": self._featurizer.to_state(),
@@ -438,5 +468,12 @@ class LearningState:
                 "experiments": self._exp.to_state(),
                 "transitions": self._transitions.to_state(),
             }
-            self._store.save_snapshot(self._seq, state)
+
+    def snapshot(self) -> None:
+        """Persist the learned state now (done automatically every ``snapshot_every``). On a
+        shared store only the replica holding the snapshot lead writes one."""
+        with self._lock:
+            if self._shared and not self._store.try_lead():  # type: ignore[attr-defined]
+                return
+            self._store.save_snapshot(self._seq, self.learned_state())
             self._since_snapshot = 0

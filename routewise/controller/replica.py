@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from routewise.controller.persistence import LearningState
+from routewise.controller.persistence import LearningState, Pending
 from routewise.errors import StateError
 from routewise.state.base import (
     ControlRecord,
@@ -58,6 +58,7 @@ LAG_BUCKETS = (
 )  # fmt: skip
 """Upper bounds (seconds) of the apply-lag histogram: record time → applied on this replica."""
 
+_OWN_MAX = 10_000  # own decisions remembered until applied (replication lag x decide rate)
 _BATCH = 200  # records applied per hold of the controller lock (bounds a decide's wait)
 
 
@@ -86,6 +87,9 @@ class Replica(LearningState):
     _lag_recent: deque[float]
     _caught_up_at: float
     _unsettled: dict[int, tuple[FeedbackResult, FeedbackRecord]]
+    _applying: bool
+    _own: dict[str, Pending]
+    _follower_wrote: bool
 
     def _init_replica(self) -> None:
         self._shared = bool(getattr(self._store, "shared", False))
@@ -98,6 +102,9 @@ class Replica(LearningState):
         self._lag_recent = deque(maxlen=4096)
         self._caught_up_at = time.time()
         self._unsettled = {}
+        self._applying = False
+        self._follower_wrote = False
+        self._own = {}
 
     def _start_follower(self, poll_s: float = 0.5) -> None:
         if self._shared and not self.read_only and self._follower is None:
@@ -124,10 +131,14 @@ class Replica(LearningState):
             with self._lock:
                 if self._closed:
                     return total
-                for kind, rec in records:
-                    if rec.seq > self._seq:  # never twice, even if two callers raced
-                        self._apply_record(kind, rec)
-                        self._seq = rec.seq
+                self._applying = True
+                try:
+                    for kind, rec in records:
+                        if rec.seq > self._seq:  # never twice, even if two callers raced
+                            self._apply_record(kind, rec)
+                            self._seq = rec.seq
+                finally:
+                    self._applying = False
                 # past the numbers of dropped duplicates at the end (no record fills them)
                 self._seq = max(self._seq, position)
                 if records:
@@ -141,6 +152,7 @@ class Replica(LearningState):
         now = time.time()
         if kind == "decision":
             assert isinstance(rec, DecisionRecord)
+            self._own.pop(rec.decision_id, None)  # pending from now on
             self._replay_decision(rec)
             self._recent.append(np.asarray(rec.features, dtype=np.float64))
             self._observe_lag(now - rec.ts)
@@ -194,7 +206,14 @@ class Replica(LearningState):
             return None  # an operator's action is one event, whoever repeats it
         return f"{ev.arm}|{ev.to_state}|after:{self._arm_event_seq.get(ev.arm, 0)}"
 
+    def _wrote(self) -> None:
+        """Something was appended; while applying the log, the follower must commit it (no
+        request's group commit may come)."""
+        if self._applying:
+            self._follower_wrote = True
+
     def _record_shared(self, events: list[GuardianEvent]) -> None:
+        self._wrote()
         for ev in events:
             self._store.log_event(EventRecord(0, ev.to_dict(), self._origin, self._event_key(ev)))
             if self.log_events:
@@ -265,6 +284,34 @@ class Replica(LearningState):
             result.decision_id, result.arm, prior.reward, duplicate=True, defaulted=prior.defaulted
         )
 
+    def _remember_own(self, decision_id: str, p: Pending) -> None:
+        """A decision this replica made, until its follower applies it: a feedback for it (the
+        usual case: the caller reports to the replica it asked) needs no store read. Bounded:
+        an entry whose commit failed is never applied and leaves with the oldest."""
+        own = self._own
+        own[decision_id] = p
+        if len(own) > _OWN_MAX:
+            del own[next(iter(own))]
+
+    def _fetch_shared(
+        self, decision_id: str
+    ) -> tuple[FeedbackRecord | None, DecisionRecord | None] | None:
+        """For a feedback on a replica that has no pending entry for the decision: its stored
+        feedback and decision, read *before* the controller lock is taken (network round trips
+        must not hold up decide). ``None`` when the entry is here (or the store not shared)."""
+        if not self._shared or decision_id in self._pending or decision_id in self._own:
+            return None
+        prior = self._store.get_feedback(decision_id)
+        if prior is not None and not prior.defaulted:
+            return prior, None
+        return prior, self._store.get_decision(decision_id)
+
+    def feedback_reads_store(self, decision_id: str) -> bool:
+        """Whether ``feedback(decision_id)`` will read the shared store (the decision is not
+        pending here: not applied yet, or fed back already) — a network round trip the
+        sidecar runs off its event loop. Always ``False`` on a single-writer store."""
+        return self._shared and decision_id not in self._pending and decision_id not in self._own
+
     # ------------------------------------------------------------------ queries
     def replication(self) -> ReplicationStatus | None:
         """This replica's view of the shared log (``None`` on a single-writer store):
@@ -324,9 +371,12 @@ class Follower:
         failing = False
         while not self._stop.is_set():
             try:
-                if self._replica.catch_up():
-                    # transitions the Guardian made while applying wait in a "batch" store's
-                    # buffer for the next group commit; with no traffic there would be none
+                if self._replica.catch_up() and self._replica._follower_wrote:
+                    # what applying appended (Guardian transitions, evicted decisions' default
+                    # rewards) waits in a "batch" store's buffer: commit it, with no traffic
+                    # there would be no group commit. Only then: the request handlers' records
+                    # are their group commit's to carry.
+                    self._replica._follower_wrote = False
                     store.sync()
                 if failing:
                     _log.info("replica.recovered", origin=self._replica._origin)

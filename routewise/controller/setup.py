@@ -40,6 +40,7 @@ from routewise.types import Arm, ArmLike
 
 __all__ = [
     "DEFAULT_POLICY",
+    "check_bounds",
     "check_options",
     "controller_kwargs",
     "guardian_argument",
@@ -81,6 +82,22 @@ def check_options(
         raise ConfigError("recent_window", f"must be >= 1, got {recent_window!r}")
 
 
+def check_bounds(**bounds: int) -> None:
+    """Refuse a memory bound (``max_pending=…``, ``max_feature_keys=…``…) that is not an
+    integer >= 1.
+
+    Examples
+    --------
+    >>> check_bounds(max_pending=0)
+    Traceback (most recent call last):
+    ...
+    routewise.errors.ConfigError: max_pending: must be an integer >= 1, got 0
+    """
+    for name, value in bounds.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(name, f"must be an integer >= 1, got {value!r}")
+
+
 def guardian_argument(guardian: Guardian | bool | None) -> Guardian | None:
     """``True`` → a default Guardian, ``False``/``None`` → none, a Guardian as is."""
     if guardian is True:
@@ -108,9 +125,16 @@ def new_store_file(store: Store | str | Path | None) -> Path | None:
     return None
 
 
-def open_store(store: Store | str | Path | None, durability: Durability, read_only: bool) -> Store:
+def open_store(
+    store: Store | str | Path | None,
+    durability: Durability,
+    read_only: bool,
+    *,
+    integrity_check: bool = True,
+) -> Store:
     """``None`` → a memory store, a ``postgresql://`` (or ``postgres://``) URL → a
-    PostgreSQL store, a path → an SQLite store, a Store as is."""
+    PostgreSQL store, a path → an SQLite store (an existing one checked with ``PRAGMA
+    quick_check`` unless ``integrity_check`` is false), a Store as is."""
     if store is None:
         return MemoryStore()
     if isinstance(store, str) and _is_postgres_url(store):
@@ -118,7 +142,9 @@ def open_store(store: Store | str | Path | None, durability: Durability, read_on
 
         return PostgresStore(store, durability=durability, read_only=read_only)
     if isinstance(store, str | Path):
-        return SQLiteStore(store, durability=durability, read_only=read_only)
+        return SQLiteStore(
+            store, durability=durability, read_only=read_only, integrity_check=integrity_check
+        )
     if isinstance(store, Store):
         return store
     raise ConfigError("store", f"expected None, a path or a Store, got {type(store).__name__}")
@@ -260,5 +286,11 @@ def controller_kwargs(settings: RoutewiseSettings, **overrides: Any) -> dict[str
         "default_reward": settings.default_reward,
         "snapshot_every": settings.snapshot_every,
         "durability": settings.durability,
+        "recent_window": settings.recent_window,
+        "max_context_keys": settings.max_context_keys,
+        "max_value_chars": settings.max_value_chars,
+        "max_feature_keys": settings.max_feature_keys,
+        "max_pending": settings.max_pending,
+        "integrity_check": settings.check_on_open,
         **overrides,
     }

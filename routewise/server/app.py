@@ -19,7 +19,7 @@ from routewise.server.deps import BEARER, Sidecar
 from routewise.server.durability import group_commit
 from routewise.server.errors import install_error_handlers
 from routewise.server.metrics import Metrics
-from routewise.server.middleware import Edge
+from routewise.server.middleware import DEFAULT_BODY_TIMEOUT_S, Edge
 from routewise.server.openapi import customize_openapi
 from routewise.server.routes import decisions, experiments, guardian, inspection, operations, trace
 
@@ -36,10 +36,16 @@ def _secret(token: str | SecretStr | None) -> bytes | None:
     return secret.encode() if secret is not None else None
 
 
-def _seconds(max_lag_s: float) -> float:
-    if isinstance(max_lag_s, bool) or not isinstance(max_lag_s, int | float) or max_lag_s <= 0:
-        raise ConfigError("max_lag_s", f"must be a positive number of seconds, got {max_lag_s!r}")
-    return float(max_lag_s)
+def _seconds(value: float, field: str = "max_lag_s") -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(field, f"must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _check_body_limit(max_body_bytes: int) -> None:
+    n = max_body_bytes
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError("max_body_bytes", f"must be a positive integer, got {n!r}")
 
 
 @asynccontextmanager
@@ -80,6 +86,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     logger: Any = None,
     max_lag_s: float = 5.0,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
 ) -> FastAPI:
     """Build the sidecar app over ``controller`` (the app does not close it).
 
@@ -99,6 +106,9 @@ def create_app(
     max_lag_s
         A replica on a shared store answers ``/readyz`` 503 while it is more than this many
         seconds behind the shared log (or cannot reach the store).
+    body_timeout_s
+        A request body must arrive within this many seconds of the request's start, else
+        408 ``RequestTimeout`` (the connection is closed).
 
     Examples
     --------
@@ -117,12 +127,7 @@ def create_app(
     [('request', '/v1/decide', 200)]
     """
     secret = _secret(token)
-    if (
-        isinstance(max_body_bytes, bool)
-        or not isinstance(max_body_bytes, int)
-        or max_body_bytes < 1
-    ):
-        raise ConfigError("max_body_bytes", f"must be a positive integer, got {max_body_bytes!r}")
+    _check_body_limit(max_body_bytes)
     metrics = Metrics(
         controller, registry if registry is not None else CollectorRegistry(auto_describe=True)
     )
@@ -135,9 +140,8 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.state.sidecar = Sidecar(
-        controller, metrics, group_commit(controller.store), secret, _seconds(max_lag_s)
-    )
+    commit = group_commit(controller.store)
+    app.state.sidecar = Sidecar(controller, metrics, commit, secret, max_lag_s=_seconds(max_lag_s))
     routes = _include_routers(app, gated=secret is not None)
     install_error_handlers(app)
     customize_openapi(app, [a.id for a in controller.arms])
@@ -148,5 +152,6 @@ def create_app(
         metrics=metrics,
         logger=logger if logger is not None else structlog.get_logger("routewise.server"),
         routes=routes,
+        body_timeout_s=_seconds(body_timeout_s, "body_timeout_s"),
     )
     return app

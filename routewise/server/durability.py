@@ -39,7 +39,12 @@ class Barrier:
 
     __slots__ = ()
 
-    async def durable(self) -> None:
+    def mark(self) -> int:
+        """Taken by a handler *before* it writes; handed to :meth:`durable` (only a shared
+        store's barrier uses it: see :class:`ThreadedGroupCommit`)."""
+        return 0
+
+    async def durable(self, mark: int | None = None) -> None:
         """Return once everything written so far is durable (here: at once)."""
 
 
@@ -53,7 +58,7 @@ class GroupCommit(Barrier):
         self._commit = commit
         self._waiters: list[asyncio.Future[None]] | None = None
 
-    async def durable(self) -> None:
+    async def durable(self, mark: int | None = None) -> None:
         """Return once this turn's commit (which includes the caller's writes) succeeded."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
@@ -82,7 +87,15 @@ class ThreadedGroupCommit(Barrier):
     """Group commit for a store whose commit is a network round trip (PostgreSQL): the
     commit runs on a worker thread, so the event loop keeps serving while it is in flight,
     and the requests that arrive meanwhile share the *next* commit. At most one commit is in
-    flight; a failed commit fails exactly the handlers whose records it carried.
+    flight; a failed commit fails the handlers waiting for it.
+
+    Any thread may commit the store's buffer (the replica's follower does, for the Guardian's
+    transitions), so the commit that carried a handler's records is not always the one it
+    waits for. Hence :meth:`mark`: the store's count of failed commits, taken before the
+    handler writes; if it has changed when the handler's commit is done, one of the failed
+    commits may have carried its records, and the handler gets a ``StateError`` (503) — never
+    an acknowledgement of something that may be lost. (A retry is safe: a decision that did
+    commit is merely never fed back; a feedback that did is answered as a duplicate.)
 
     Examples
     --------
@@ -96,15 +109,20 @@ class ThreadedGroupCommit(Barrier):
     1
     """
 
-    __slots__ = ("_commit", "_inflight", "_next")
+    __slots__ = ("_commit", "_failures", "_inflight", "_next")
 
-    def __init__(self, commit: Callable[[], None]) -> None:
+    def __init__(self, commit: Callable[[], None], failures: Callable[[], int] = int) -> None:
         self._commit = commit
+        self._failures = failures
         self._next: list[asyncio.Future[None]] = []
         self._inflight = False
 
-    async def durable(self) -> None:
-        """Return once a commit that started after the caller's writes succeeded."""
+    def mark(self) -> int:
+        return self._failures()
+
+    async def durable(self, mark: int | None = None) -> None:
+        """Return once a commit that started after the caller's writes succeeded (and, given
+        the caller's :meth:`mark`, no commit failed since it was taken)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._next.append(fut)
@@ -112,6 +130,11 @@ class ThreadedGroupCommit(Barrier):
             self._inflight = True
             loop.call_soon(self._start, loop)
         await fut
+        if mark is not None and self._failures() != mark:
+            raise StateError(
+                "commit failed: the shared store lost a commit that may have carried this "
+                "request's records; nothing was acknowledged, retry"
+            )
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         waiters, self._next = self._next, []
@@ -146,5 +169,5 @@ def group_commit(store: Store) -> Barrier:
     if getattr(store, "durability", "always") == "always":
         return Barrier()
     if getattr(store, "shared", False):
-        return ThreadedGroupCommit(store_barrier(store))
+        return ThreadedGroupCommit(store_barrier(store), lambda: int(store.failed_commits))  # type: ignore[attr-defined]
     return GroupCommit(store_barrier(store))

@@ -6,8 +6,10 @@ and ``UnknownExperiment`` are 404 (and ``UnknownArm`` when the arm is named in t
 missing resource), ``FeedbackTooLate`` and ``ExperimentConflict`` 409, ``StateError`` 503,
 every other library error 422. Request-shape errors (pydantic) are ``InvalidContext`` /
 ``InvalidOutcome`` / ``ConfigError`` / ``InvalidRequest`` (422) by where they are, malformed
-JSON ``MalformedJSON`` (400). :class:`Refusal` is the gate's answer (401, 403).
-:func:`routewise.client.error_from_response` is the inverse mapping.
+JSON ``MalformedJSON`` (400: not JSON, invalid UTF-8, nested too deep). :class:`Refusal` is
+the gate's answer (401, 403); :class:`BodyError` the edge's answer to a body it refuses while
+it is read (400, 408, 413). :func:`routewise.client.error_from_response` is the inverse
+mapping.
 
 Examples
 --------
@@ -26,7 +28,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from routewise.errors import (
@@ -47,6 +49,7 @@ from routewise.server.logline import annotate
 from routewise.types import ErrorBody
 
 __all__ = [
+    "BodyError",
     "Refusal",
     "error_body",
     "error_response",
@@ -63,6 +66,7 @@ _DESCRIPTIONS = {
     401: "Missing or wrong bearer token (the one the server was started with: ROUTEWISE_TOKEN)",
     403: "The server has no token: operator actions are disabled (restart it with ROUTEWISE_TOKEN)",
     404: "Unknown decision",
+    408: "The request body did not arrive in time (body_timeout_s)",
     409: "Feedback too late",
     413: "Request body too large",
     422: "Invalid request (the field and the reason are named)",
@@ -73,6 +77,7 @@ _HTTP_ERRORS = {
     401: "Unauthorized",
     404: "NotFound",
     405: "MethodNotAllowed",
+    408: "RequestTimeout",
     413: "PayloadTooLarge",
     415: "UnsupportedMediaType",
 }
@@ -115,6 +120,19 @@ class Refusal(Exception):
         self.status = status
         self.body = body
         self.headers = headers
+
+
+class BodyError(HTTPException):
+    """A request body the edge refuses while it is read (too deep: 400 ``MalformedJSON``; too
+    slow: 408 ``RequestTimeout``; too large: 413 ``PayloadTooLarge``). Raised from the
+    ``receive`` the app reads through; an ``HTTPException``, so FastAPI passes it on from its
+    body parsing to :func:`on_http_error` instead of answering its own 400."""
+
+    def __init__(
+        self, status: int, error: str, reason: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status, reason, headers)
+        self.body = error_body(error, "body", reason)
 
 
 # ------------------------------------------------------------------------- library errors
@@ -266,9 +284,32 @@ async def on_refusal(request: Request, exc: Exception) -> Response:
     return _answer(request, exc.status, exc.body, headers=exc.headers)
 
 
+def _unparsable(cause: BaseException | None) -> tuple[int, ErrorBody]:
+    """FastAPI's own 400 for a body it could not parse, by what went wrong (its message,
+    "There was an error parsing the body", names nothing)."""
+    if isinstance(cause, UnicodeDecodeError):
+        encoding = cause.encoding.upper().replace("_", "-")
+        reason = f"invalid {encoding} at byte {cause.start}"
+    elif isinstance(cause, RecursionError):
+        reason = "nested too deep"
+    elif cause is not None:
+        reason = f"not valid JSON ({type(cause).__name__}: {cause})"
+    else:
+        reason = "not valid JSON"
+    return 400, error_body("MalformedJSON", "body", reason)
+
+
 async def on_http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own errors: no route (404), wrong method (405), body too large (413)…"""
+    """Starlette's own errors: no route (404), wrong method (405), body too large (413)…;
+    the edge's :class:`BodyError`; FastAPI's 400 for a body it could not parse."""
     assert isinstance(exc, HTTPException)
+    if isinstance(exc.__cause__, ClientDisconnect):  # the client is gone: nobody reads this
+        annotate(request, error="ClientDisconnected")
+        return Response(status_code=499)
+    if isinstance(exc, BodyError):
+        return _answer(request, exc.status_code, exc.body, headers=exc.headers)
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        return _answer(request, *_unparsable(exc.__cause__))
     code = _HTTP_ERRORS.get(exc.status_code, "HTTPError")
     path = request.url.path
     if exc.status_code == 413:

@@ -2,8 +2,14 @@
 
 Counters and histograms are observed as requests are answered (HTTP requests and latency by
 route, decisions, feedback, rewards, error classes); gauges and the Guardian's transition
-counts are read from the controller at scrape time, so they survive restarts. Each app has its
-own registry (never the global one).
+counts are read from the controller at scrape time, so they survive restarts; so are the
+hits of the memory bounds (``routewise_bound_hits_total{bound=…}``, counted since the process
+started). Each app has its own registry (never the global one).
+
+Every label value comes from a bounded set, never from request input: ``arm`` from the
+controller's arms, ``route`` from the route templates (``other`` for none), ``method`` from
+the HTTP methods (``other`` for the rest), ``status`` from the status codes the app answers,
+``error`` from the error classes, ``bound`` from the bounds.
 
 Examples
 --------
@@ -13,6 +19,8 @@ Examples
 >>> metrics = Metrics(ctl, CollectorRegistry())
 >>> metrics.observe_decision(ctl.decide({"task": "extraction"}))
 >>> b"routewise_pending_decisions 1.0" in metrics.exposition()
+True
+>>> b'routewise_bound_hits_total{bound="max_pending"} 0.0' in metrics.exposition()
 True
 >>> ctl.close()
 """
@@ -47,8 +55,10 @@ class StatusCollector(Collector):
         self._ctl = controller
 
     def collect(self) -> Iterable[Metric]:
-        """The arm gauges and, with the Guardian on, its transition counters."""
+        """The arm gauges, the bound hits and, with the Guardian on, its transition
+        counters."""
         families = self._status()
+        families.append(self._bound_hits())
         if self._ctl.guardian is not None:
             families.append(self._transitions())
         rep = self._ctl.replication()
@@ -87,6 +97,16 @@ class StatusCollector(Collector):
                 for name in _HEALTH_STATES:
                     health.add_metric([arm_id, name], 1.0 if state == name else 0.0)
         return [pending, learned, mean, validity, health]
+
+    def _bound_hits(self) -> Metric:
+        hits = CounterMetricFamily(
+            "routewise_bound_hits",
+            "Hits of a memory bound since the process started (README: Bounds), by bound",
+            labels=["bound"],
+        )
+        for bound, n in self._ctl.bound_hits().items():
+            hits.add_metric([bound], n)
+        return hits
 
     def _transitions(self) -> Metric:
         transitions = CounterMetricFamily(

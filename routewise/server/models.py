@@ -21,9 +21,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from routewise.errors import ConfigError
 from routewise.types import MAX_COST_USD, MAX_LATENCY_MS, Outcome
 
 __all__ = [
+    "CONTEXT_SCHEMA",
+    "MAX_REWARD_NUMBER",
     "NAME_PATTERN",
     "DecideIn",
     "ExperimentIn",
@@ -33,22 +36,32 @@ __all__ = [
     "OutcomeIn",
     "PromoteIn",
     "VariantIn",
+    "check_reward_numbers",
 ]
 
 _SCALAR_SCHEMA: dict[str, Any] = {
-    "anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]
+    "anyOf": [
+        {"type": "string"},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+    ]
 }
+CONTEXT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "propertyNames": {"minLength": 1},
+    "additionalProperties": _SCALAR_SCHEMA,
+    "description": "Flat mapping of feature name to a string, number, boolean or null. A "
+    "feature keeps the type of its first value (a number, a string or a boolean); a number "
+    "must be a finite double (an integer of 309 digits or more is refused).",
+}
+"""The JSON schema of a request context (the body's ``context``, ``GET /v1/policy?context=``)."""
 # Values are checked by the featurizer (which names the key and the reason), not by pydantic.
-Context = Annotated[
-    dict[str, Any],
-    WithJsonSchema(
-        {
-            "type": "object",
-            "additionalProperties": _SCALAR_SCHEMA,
-            "description": "Flat mapping of feature name to a string, number, boolean or null.",
-        }
-    ),
-]
+Context = Annotated[dict[str, Any], WithJsonSchema(CONTEXT_SCHEMA)]
+
+MAX_REWARD_NUMBER = 2**63
+"""Largest number a reward spec may carry over HTTP (a weight, a budget): JSON integers are
+unbounded, and three weights near the float maximum overflow their sum."""
 
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
 """What an experiment or variant name may contain."""
@@ -60,8 +73,18 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
+def _example(value: dict[str, Any]) -> ConfigDict:
+    """A model config adding ``value`` as the schema's example (shown by /docs and sent by
+    schemathesis's examples phase)."""
+    return ConfigDict(json_schema_extra={"examples": [value]})
+
+
 class DecideIn(_Model):
     """A decision request."""
+
+    model_config = _example(
+        {"context": {"task": "extraction", "schema_depth": 3, "input_tokens": 900}}
+    )
 
     context: Context = Field(
         description="The request's features, e.g. task, schema_depth, input_tokens."
@@ -104,6 +127,13 @@ class OutcomeIn(_Model):
 class FeedbackIn(_Model):
     """The outcome of a decision."""
 
+    model_config = _example(
+        {
+            "decision_id": "01a24dd64bc092fa809862aa244e0287",
+            "outcome": {"valid": True, "latency_ms": 840.0, "cost_usd": 0.0004},
+        }
+    )
+
     decision_id: str = Field(min_length=1, max_length=128)
     outcome: OutcomeIn
 
@@ -137,6 +167,14 @@ class GuardrailsIn(_Model):
 class ExperimentIn(_Model):
     """A new (draft) experiment; the first variant is the control."""
 
+    model_config = _example(
+        {
+            "name": "ls-weights",
+            "variants": {"control": {}, "candidate": {"policy": "linucb", "reward": "low_latency"}},
+            "split": {"control": 0.5, "candidate": 0.5},
+        }
+    )
+
     name: ExperimentName
     variants: dict[ExperimentName, VariantIn] = Field(
         min_length=2, description="Variant name → spec, control first."
@@ -159,4 +197,36 @@ class ExperimentIn(_Model):
 class PromoteIn(_Model):
     """The variant to make the default policy."""
 
+    model_config = _example({"variant": "candidate"})
+
     variant: ExperimentName
+
+
+def check_reward_numbers(spec: Any, field: str) -> None:
+    """Refuse a number above :data:`MAX_REWARD_NUMBER` in a reward spec (``field``: where the
+    spec is, e.g. ``reward`` or ``variants.b.reward``), naming it (``reward.weights.cost``);
+    the library checks the rest.
+
+    Examples
+    --------
+    >>> check_reward_numbers({"preset": "balanced", "weights": {"cost": 10**400}}, "reward")
+    Traceback (most recent call last):
+    ...
+    routewise.errors.ConfigError: reward.weights.cost: must be within ±2**63, got ~1e+400
+    """
+    if not isinstance(spec, dict):
+        return
+    stack: list[tuple[Any, str]] = [(v, f"{field}.{k}") for k, v in spec.items()]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((v, f"{where}.{k}") for k, v in value.items())
+        elif type(value) in (int, float) and abs(value) > MAX_REWARD_NUMBER:
+            raise ConfigError(where, f"must be within ±2**63, got {_magnitude(value)}")
+
+
+def _magnitude(x: float) -> str:
+    try:
+        return f"{float(x):.3g}"
+    except OverflowError:  # an integer beyond the float range
+        return f"{'-' if x < 0 else ''}~1e+{int(abs(int(x)).bit_length() * 0.30103)}"

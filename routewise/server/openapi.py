@@ -2,8 +2,13 @@
 
 FastAPI generates the document from the request models and the wire types; this adds what
 only the running controller knows — its arm ids, the registered policies and the reward
-presets as enums — and says that an experiment's variant names must match their pattern.
-Validation stays in the library, which names the field; the enums are documentation.
+presets as enums — says that an experiment's variant names must match their pattern, and
+describes what the models leave open: the reward spec (the ``RewardSpec`` component: a preset
+with overrides, or every weight and both budgets), a policy object (``name`` and the policy's
+own parameters) and the ``context`` query parameter (a JSON object). Validation stays in the
+library, which names the field; the schema says exactly what it accepts, except what a schema
+cannot say: a policy's own parameters (checked by the policy) and that an experiment's
+``split`` names its variants and sums to 1.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from fastapi import FastAPI
 
 from routewise.bandits.base import REGISTRY as POLICY_REGISTRY
 from routewise.reward import PRESETS
-from routewise.server.models import NAME_PATTERN
+from routewise.server.models import CONTEXT_SCHEMA, MAX_REWARD_NUMBER, NAME_PATTERN
 
 __all__ = ["customize_openapi"]
 
@@ -30,6 +35,12 @@ def _enum_options(prop: dict[str, Any], kind: str, key: str, value: Any) -> None
             option[key] = value
 
 
+def _arm_options(prop: dict[str, Any], arm_enum: dict[str, Any]) -> None:
+    """An arm subset: this controller's arm ids, each at most once."""
+    _enum_options(prop, "array", "items", arm_enum)
+    _enum_options(prop, "array", "uniqueItems", True)
+
+
 def _strict_keys(props: Iterable[dict[str, Any]]) -> None:
     """Constrained mapping keys: pydantic emits ``patternProperties`` (other keys allowed);
     say that every key must match, as the validator does."""
@@ -40,22 +51,112 @@ def _strict_keys(props: Iterable[dict[str, Any]]) -> None:
             prop.setdefault("propertyNames", {})["pattern"] = NAME_PATTERN
 
 
+_WEIGHTS = ("correctness", "latency", "cost")
+
+
+def _given(weight: str, value: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A reward spec that gives ``weight`` (flat ``w_<weight>`` or in ``weights``), matching
+    ``value`` when one is given."""
+    flat: dict[str, Any] = {"required": [f"w_{weight}"]}
+    nested: dict[str, Any] = {"required": [weight]}
+    if value is not None:
+        flat["properties"] = {f"w_{weight}": value}
+        nested["properties"] = {weight: value}
+    return {"anyOf": [flat, {"required": ["weights"], "properties": {"weights": nested}}]}
+
+
+def reward_spec_schema() -> dict[str, Any]:
+    """The ``RewardSpec`` component: what :func:`routewise.reward.get_reward` accepts as a
+    mapping (every number at most :data:`~routewise.server.models.MAX_REWARD_NUMBER`)."""
+    weight = {"type": "number", "minimum": 0, "maximum": MAX_REWARD_NUMBER}
+    budget = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_REWARD_NUMBER}
+    return {
+        "title": "RewardSpec",
+        "description": "A reward spec: a preset whose fields the other keys override, or "
+        "every weight (flat as w_<name> or nested in weights, not both) and both budgets. "
+        "The weights are relative (normalized to sum to 1) and not all 0.",
+        "type": "object",
+        "properties": {
+            "preset": {"type": "string", "enum": sorted(PRESETS)},
+            "type": {"type": "string", "enum": ["scalarizer"]},
+            "weights": {
+                "type": "object",
+                "properties": {w: weight for w in _WEIGHTS},
+                "additionalProperties": False,
+            },
+            **{f"w_{w}": weight for w in _WEIGHTS},
+            "latency_budget_ms": budget,
+            "cost_budget_usd": budget,
+            "gate": {"type": "boolean"},
+            "name": {"type": "string", "minLength": 1},
+        },
+        "additionalProperties": False,
+        "allOf": [
+            *(
+                {
+                    "not": {
+                        "required": [f"w_{w}", "weights"],
+                        "properties": {"weights": {"required": [w]}},
+                    }
+                }
+                for w in _WEIGHTS
+            ),
+            {
+                "anyOf": [
+                    {"required": ["preset"]},
+                    {
+                        "required": ["latency_budget_ms", "cost_budget_usd"],
+                        "allOf": [_given(w) for w in _WEIGHTS],
+                    },
+                ]
+            },
+            {"not": {"allOf": [_given(w, {"const": 0}) for w in _WEIGHTS]}},
+        ],
+    }
+
+
+def _reward_options(prop: dict[str, Any]) -> None:
+    """A reward field: a preset name, a :func:`reward_spec_schema` or null."""
+    options = prop.get("anyOf", [])
+    for i, option in enumerate(options):
+        if option.get("type") == "string":
+            option["enum"] = sorted(PRESETS)
+        elif option.get("type") == "object":
+            options[i] = {"$ref": "#/components/schemas/RewardSpec"}
+
+
+def _policy_options(prop: dict[str, Any]) -> None:
+    """A policy field: a registered name, ``{"name": ..., **parameters}`` or null."""
+    names = {"type": "string", "enum": sorted(POLICY_REGISTRY)}
+    for option in prop.get("anyOf", []):
+        if option.get("type") == "string":
+            option["enum"] = names["enum"]
+        elif option.get("type") == "object":
+            option["properties"] = {"name": names}
+            option["required"] = ["name"]
+            option["description"] = "The policy's name and its parameters (checked by it)."
+
+
 def _document(schema: dict[str, Any], arm_ids: list[str]) -> None:
     schemas = schema.get("components", {}).get("schemas", {})
+    schemas["RewardSpec"] = reward_spec_schema()
     arm_enum = {"type": "string", "enum": list(arm_ids)}
     decide = schemas.get("DecideIn", {}).get("properties", {})
-    _enum_options(decide.get("arms", {}), "array", "items", arm_enum)
-    _enum_options(decide.get("reward", {}), "string", "enum", sorted(PRESETS))
+    _arm_options(decide.get("arms", {}), arm_enum)
+    _reward_options(decide.get("reward", {}))
     experiment = schemas.get("ExperimentIn", {}).get("properties", {})
     _strict_keys((experiment.get("variants", {}), *experiment.get("split", {}).get("anyOf", [])))
     variant = schemas.get("VariantIn", {}).get("properties", {})
-    _enum_options(variant.get("policy", {}), "string", "enum", sorted(POLICY_REGISTRY))
-    _enum_options(variant.get("reward", {}), "string", "enum", sorted(PRESETS))
-    _enum_options(variant.get("arms", {}), "array", "items", arm_enum)
+    _policy_options(variant.get("policy", {}))
+    _reward_options(variant.get("reward", {}))
+    _arm_options(variant.get("arms", {}), arm_enum)
     paths = schema.get("paths", {})
     for param in paths.get("/v1/policy", {}).get("get", {}).get("parameters", []):
         if param.get("name") == "arms":
-            _enum_options(param.get("schema", {}), "array", "items", arm_enum)
+            _arm_options(param.get("schema", {}), arm_enum)
+        elif param.get("name") == "context":  # a JSON object, serialized in the query string
+            param.pop("schema", None)
+            param["content"] = {"application/json": {"schema": CONTEXT_SCHEMA}}
     security = paths.get("/v1/arms", {}).get("get", {}).get("security")
     if security is not None:  # a token is set: the hot path needs it too (checked at the edge)
         for path in _HOT_PATHS:

@@ -22,7 +22,7 @@ from routewise.errors import ConfigError
 from routewise.server.app import create_app
 from routewise.types import Arm, make_arms
 
-__all__ = ["DEFAULT_DB", "DEMO_BACKENDS", "configure_logging", "serve"]
+__all__ = ["DEFAULT_DB", "DEMO_BACKENDS", "DRAIN_TIMEOUT_S", "configure_logging", "serve"]
 
 DEMO_BACKENDS: tuple[str, ...] = (
     "openai:gpt-5.4",
@@ -34,6 +34,10 @@ it creates a new store and no arms are configured."""
 
 DEFAULT_DB = "routewise.db"
 """State file ``routewise serve`` uses when neither ``--db`` nor the config names one."""
+
+DRAIN_TIMEOUT_S = 10
+"""On SIGTERM/SIGINT, how long requests in flight may take to finish; the sidecar then answers
+what still runs (``408`` a request still waiting for its body, else ``503``) and exits."""
 
 
 class _BatchedWriter:
@@ -147,6 +151,7 @@ def serve(
     port: int | None = None,
     db: str | Path | None = None,
     log_json: bool | None = None,
+    check_on_open: bool | None = None,
 ) -> None:
     """Run the sidecar until SIGTERM/SIGINT (``routewise serve``).
 
@@ -155,11 +160,21 @@ def serve(
     commit (one acklog line per event-loop turn) makes every acknowledgement durable, and the
     rows reach the tables in batches. With no ``db`` anywhere the state lives in ``routewise.db`` in the
     working directory; a new store with no arms configured starts with the demo arm set
-    (:data:`DEMO_BACKENDS` × every output mode). On SIGTERM/SIGINT the server stops accepting, finishes in-flight requests,
-    then the controller snapshots its learned state and closes the store.
+    (:data:`DEMO_BACKENDS` × every output mode). On SIGTERM/SIGINT the server stops accepting,
+    finishes in-flight requests (for at most :data:`DRAIN_TIMEOUT_S`; a request body must
+    arrive within ``body_timeout_s`` anyway), then the controller snapshots its learned state
+    and closes the store. An existing SQLite store is checked first (``PRAGMA quick_check``,
+    unless ``check_on_open`` is false; logged as ``store.checked`` with its seconds): a
+    damaged one, or a file that is not a routewise store, raises ``StoreCorrupt`` /
+    ``NotAStore`` (``StateError``) before anything listens (``routewise serve`` exits 3).
     """
     settings = load_settings(
-        config, host=host, port=port, db=str(db) if db is not None else None, log_json=log_json
+        config,
+        host=host,
+        port=port,
+        db=str(db) if db is not None else None,
+        log_json=log_json,
+        check_on_open=check_on_open,
     )
     if settings.db is None:
         settings = settings.model_copy(update={"db": DEFAULT_DB})
@@ -179,8 +194,20 @@ def serve(
 def _serve(settings: RoutewiseSettings) -> None:
     log = structlog.get_logger("routewise.server")
     ctl, demo = _open_controller(settings)
+    checked = getattr(ctl.store, "check_seconds", None)
+    if checked is not None:
+        db_name = str(getattr(ctl.store, "path", settings.db))
+        log.info("store.checked", db=db_name, check="quick_check", seconds=round(checked, 4))
+    elif not settings.check_on_open:
+        log.info("store.check_skipped", db=str(getattr(ctl.store, "path", settings.db)))
+    original = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        app = create_app(ctl, token=settings.token, max_lag_s=settings.max_lag_s)
+        app = create_app(
+            ctl,
+            token=settings.token,
+            max_lag_s=settings.max_lag_s,
+            body_timeout_s=settings.body_timeout_s,
+        )
         sock = _bind(settings.host, settings.port)
         bound_host, bound_port = sock.getsockname()[:2]
         if demo is not None:
@@ -195,7 +222,8 @@ def _serve(settings: RoutewiseSettings) -> None:
         # From here a SIGTERM/SIGINT asks the server to stop: before uvicorn installs its own
         # handlers (inside run) the request is recorded and startup returns at once; after
         # run, uvicorn re-raises the signal that stopped it, which lands here harmlessly.
-        previous = {sig: signal.signal(sig, _stop(uv)) for sig in (signal.SIGTERM, signal.SIGINT)}
+        for sig in original:
+            signal.signal(sig, _stop(uv))
         # Everything built so far (modules, app, learned state) lives for the whole run: move it
         # out of the collector's view, so full collections stay short (no 50-100 ms pauses).
         gc.collect()
@@ -214,11 +242,18 @@ def _serve(settings: RoutewiseSettings) -> None:
         try:
             uv.run(sockets=[sock])
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             sock.close()
     finally:
-        ctl.close()
+        # a second SIGTERM/SIGINT while the final snapshot is written must not cut it short
+        # (orchestrators and impatient operators repeat the signal): ignored until closed
+        for sig in original:
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            ctl.close()
+        finally:
+            for sig, handler in original.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
         log.info("serve.stopped", db=str(getattr(ctl.store, "path", settings.db)), snapshot=True)
 
 
@@ -232,7 +267,7 @@ def _uvicorn_server(app: Any) -> Any:
         log_level="warning",
         access_log=False,
         server_header=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=DRAIN_TIMEOUT_S,
         lifespan="on",
     )
     uv_config.load()

@@ -31,12 +31,16 @@ _q: Any = json.encoder.encode_basestring_ascii  # a str as a JSON string literal
 
 @dataclass
 class AckRows:
-    """The rows of an acklog's intact lines, and how many lines were torn."""
+    """The rows of an acklog's intact lines, how many lines were torn (``bad``), how many
+    lines there were and whether the last one was torn (``routewise check``: only a torn
+    *last* line is expected)."""
 
     decisions: list[Row] = field(default_factory=list)
     feedback: list[Row] = field(default_factory=list)
     events: list[Row] = field(default_factory=list)
     bad: int = 0
+    lines: int = field(default=0, compare=False)
+    last_bad: bool = field(default=False, compare=False)
 
 
 def ack_line(
@@ -59,8 +63,8 @@ def ack_line(
     >>> parse_acklog(b"\\n" + line) == AckRows([d], [f], [e], 0)
     True
     >>> rows = parse_acklog(b"\\n" + ack_line([d]) + b"\\n" + line[:-3])  # decision-only, torn
-    >>> rows.decisions == [d], rows.feedback, rows.bad
-    (True, [], 1)
+    >>> rows.decisions == [d], rows.feedback, rows.bad, rows.lines, rows.last_bad
+    (True, [], 1, 2, True)
     """
     # list comprehensions, not generators: join() builds a list anyway (hot path)
     ds = ",".join(
@@ -115,11 +119,14 @@ def parse_acklog(data: bytes) -> AckRows:
     for line in data.split(b"\n"):
         if not line:
             continue
+        out.lines += 1
         try:
             decisions, feedback, events = _parse_line(line)
         except (ValueError, TypeError, IndexError):
             out.bad += 1
+            out.last_bad = True
             continue
+        out.last_bad = False
         out.decisions += decisions
         out.feedback += feedback
         out.events += events

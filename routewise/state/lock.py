@@ -1,7 +1,9 @@
 """The one-writer lock of a :class:`~routewise.state.sqlite.SQLiteStore`.
 
 An exclusive, non-blocking ``flock`` on ``<path>.lock`` (the file holds ``pid N`` for the
-refusal message). The OS releases it when the process dies, so ``kill -9`` can leave the file
+refusal message), where ``<path>`` is the store's *resolved* path (``os.path.realpath``:
+symbolic links followed, ``..`` removed), so a second name of the same database — a symlink,
+a relative path — finds the same lock. The OS releases it when the process dies, so ``kill -9`` can leave the file
 but never a held lock; a clean release deletes the file while still holding the lock.
 
 Deleting a lock file races with a process that opened it just before: that process may then
@@ -19,6 +21,12 @@ Examples
 ... except StoreInUse as exc:
 ...     print(exc.holder == f"pid {os.getpid()}")
 True
+>>> link = os.path.join(os.path.dirname(path), "link.db"); os.symlink(path, link)
+>>> try:
+...     lock_writer(link)  # another name of the same file
+... except StoreInUse as exc:
+...     print(exc.path == link)
+True
 >>> unlock_writer(fh, path); os.path.exists(path + ".lock")
 False
 """
@@ -31,7 +39,7 @@ from typing import IO
 
 from routewise.errors import StateError
 
-__all__ = ["StoreInUse", "lock_writer", "unlock_writer"]
+__all__ = ["StoreInUse", "lock_path", "lock_writer", "unlock_writer"]
 
 
 class StoreInUse(StateError):
@@ -59,14 +67,26 @@ def _same_file(fh: IO[str], path: str) -> bool:
     return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
+def lock_path(path: str) -> str:
+    """The lock file of the store at ``path``: ``<resolved path>.lock``.
+
+    >>> import os, tempfile
+    >>> d = os.path.realpath(tempfile.mkdtemp())
+    >>> lock_path(os.path.join(d, "sub", "..", "x.db")) == os.path.join(d, "x.db.lock")
+    True
+    """
+    return os.path.realpath(path) + ".lock"
+
+
 def lock_writer(path: str) -> IO[str]:
-    """Take the one-writer lock of the store at ``path`` (``<path>.lock``, see the module
-    docstring); raise :class:`StoreInUse` if another process holds it."""
+    """Take the one-writer lock of the store at ``path`` (``<resolved path>.lock``, see the
+    module docstring); raise :class:`StoreInUse` (naming ``path``) if another process holds
+    it."""
     import fcntl
 
-    lock_path = path + ".lock"
+    lock_file = lock_path(path)
     while True:
-        fh = open(lock_path, "a+")  # noqa: SIM115 - held until unlock_writer
+        fh = open(lock_file, "a+")  # noqa: SIM115 - held until unlock_writer
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -75,8 +95,8 @@ def lock_writer(path: str) -> IO[str]:
             fh.close()
             if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
                 raise StoreInUse(path, holder) from None
-            raise StateError(f"store {path!r}: cannot lock {lock_path!r} ({exc})") from None
-        if _same_file(fh, lock_path):
+            raise StateError(f"store {path!r}: cannot lock {lock_file!r} ({exc})") from None
+        if _same_file(fh, lock_file):
             break
         fh.close()  # a closing writer deleted this file after we opened it: take the new one
     fh.seek(0)
@@ -87,11 +107,13 @@ def lock_writer(path: str) -> IO[str]:
 
 
 def unlock_writer(fh: IO[str], path: str) -> None:
-    """Release the lock :func:`lock_writer` returned: delete ``<path>.lock`` while still
-    holding it (a writer that stopped cleanly leaves no lock file), then close it."""
+    """Release the lock :func:`lock_writer` returned: delete the lock file while still
+    holding it (a writer that stopped cleanly leaves no lock file), then close it. The file
+    is the one that was locked (``fh.name``), even if ``path`` resolves elsewhere by now."""
+    lock_file = fh.name if isinstance(fh.name, str) else lock_path(path)
     try:
-        if _same_file(fh, path + ".lock"):  # never a successor's file (ours deleted by hand)
-            os.unlink(path + ".lock")
+        if _same_file(fh, lock_file):  # never a successor's file (ours deleted by hand)
+            os.unlink(lock_file)
     except OSError:
         pass  # left behind: harmless, the next writer locks it
     finally:

@@ -177,6 +177,11 @@ class PostgresStore(PgConnections):
         self.batch_size = batch_size
         self._buf_lock = threading.Lock()  # the buffer and the in-flight indexes
         self._sync_lock = threading.Lock()  # one append transaction at a time
+        self.failed_commits = 0
+        """Commits that failed (their records dropped), ever. A caller that logged records and
+        later sees this number changed cannot know whether the failed commit carried them —
+        any thread's sync (a group commit, the follower's) takes the whole buffer — so the
+        sidecar's group commit answers such a request 503 instead of acknowledging it."""
         self._buf: list[_Item] = []
         self._decisions: dict[str, DecisionRecord] = {}  # buffered or being committed
         self._feedback: dict[str, FeedbackRecord] = {}
@@ -270,12 +275,14 @@ class PostgresStore(PgConnections):
         try:
             top, kept = self._append(batch)
         except StateError as exc:
+            self.failed_commits += 1  # see failed_commits: the group commit checks it
             self._unindex(batch)
             _log.warning(
                 "pgstore.append_failed", store=self.path, records=len(batch), error=str(exc)
             )
             raise
         except BaseException:
+            self.failed_commits += 1
             self._unindex(batch)
             raise
         first = top - len(batch)

@@ -3,10 +3,11 @@ statistics — the collaborator :class:`~routewise.Controller` delegates its exp
 methods to.
 
 Errors: an unknown name is :class:`~routewise.errors.UnknownExperiment` (field ``name``),
-whatever the operation; a step the experiment's state forbids is
+whatever the operation; what conflicts with the experiments as they are is
 :class:`~routewise.errors.ExperimentConflict` — field ``status`` for a disallowed transition,
-``name`` when another experiment is already running or the statistics were released (an
-aborted or promoted experiment); a bad spec is a ``ConfigError`` naming the field (see
+``name`` when the name is already in use, another experiment is already running or the
+statistics were released (an aborted or promoted experiment), ``variant`` when promoting a
+variant the experiment does not have; a bad spec is a ``ConfigError`` naming the field (see
 :mod:`~routewise.controller.experiments.validation`), an unknown arm ``UnknownArm``, a policy
 the registry refuses ``PolicyError``.
 """
@@ -194,7 +195,7 @@ class Experiments:
         with self._lock:
             self._check_open()
             if name in self._specs:
-                raise ConfigError("name", f"experiment {name!r} already exists")
+                raise ExperimentConflict(name, "name", f"experiment {name!r} already exists")
             parsed = parse_variants(variants)
             spec = ExperimentSpec(
                 name=name,
@@ -254,7 +255,8 @@ class Experiments:
             self._check_open()
             current = self.get(name)
             if variant not in current.variants:
-                raise ConfigError(
+                raise ExperimentConflict(
+                    name,
                     "variant",
                     f"{variant!r} is not a variant of {name!r} ({list(current.variants)})",
                 )

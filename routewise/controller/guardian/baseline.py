@@ -69,10 +69,18 @@ def expect(h: ArmHealth, xs: Any, ll: float, y: float, is_err: bool, fast_alpha:
 
 def collect(h: ArmHealth, xs: Any, ll: float | None, y: float, min_samples: int) -> None:
     """Warm-up: keep the observation (``ll`` is ``None`` for an error) and fit both models
-    once there are at least ``max(min_samples, 10·len(xs))`` error-free observations."""
+    once there are at least ``max(min_samples, 10·len(xs))`` error-free observations.
+
+    The batch is bounded: it keeps at most four times that many observations, the oldest
+    leaving first (an arm whose every outcome is an error never reaches the fit, and must not
+    grow its warm-up batch — nor its snapshot — without end)."""
+    need = max(min_samples, 10 * len(xs))
     h.lag.append((xs, ll, y))
     h.warm_n += 0 if ll is None else 1
-    if h.warm_n >= max(min_samples, 10 * len(xs)):
+    if len(h.lag) > 4 * need:
+        dropped = h.lag.pop(0)
+        h.warm_n -= 0 if dropped[1] is None else 1
+    if h.warm_n >= need:
         fit(h)
 
 

@@ -3,8 +3,9 @@ report, start, stop, abort, promote).
 
 Creating and every lifecycle step are operator actions (the bearer token; 403 without one),
 acknowledged once durable. The controller checks everything and names the field: an unknown
-``name`` is ``UnknownExperiment`` (404), a step the experiment's state forbids
-``ExperimentConflict`` (409), a bad spec a ``ConfigError`` (422).
+``name`` is ``UnknownExperiment`` (404); what conflicts with the experiments as they are — a
+name already in use, a step the experiment's state forbids, promoting a variant it does not
+have — ``ExperimentConflict`` (409); a bad spec a ``ConfigError`` (422).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from routewise.server.deps import CommitDep, ControllerDep, OperatorGate
 from routewise.server.durability import Barrier
 from routewise.server.errors import error_responses
 from routewise.server.logline import annotate
-from routewise.server.models import ExperimentIn, PromoteIn
+from routewise.server.models import ExperimentIn, PromoteIn, check_reward_numbers
 from routewise.types import ExperimentReport, ExperimentSpec
 
 __all__ = ["router"]
@@ -33,16 +34,21 @@ _CONFLICT = (
     "stopping a draft, starting a second experiment)"
 )
 _INVALID = (
-    "ConfigError naming the field (a bad spec, e.g. variants.candidate.arms; a name in use; "
-    "an unknown variant), PolicyError, UnknownArm"
+    "ConfigError naming the field (a bad spec, e.g. variants.candidate.arms), PolicyError, "
+    "UnknownArm"
 )
 _LIFECYCLE = error_responses(403, 404, 409, 422, 503, e404=_UNKNOWN, e409=_CONFLICT, e422=_INVALID)
+_IN_USE = "The name is already in use (ExperimentConflict, field name)"
+_NO_VARIANT = (
+    "A step the experiment's state forbids, or a variant it does not have (ExperimentConflict "
+    "naming the field: status, variant)"
+)
 
 
 async def _acknowledge(
-    request: Request, commit: Barrier, spec: ExperimentSpec, status: int = 200
+    request: Request, commit: Barrier, spec: ExperimentSpec, mark: int, status: int = 200
 ) -> Response:
-    await commit.durable()
+    await commit.durable(mark)
     annotate(request, state=spec.status)
     return Response(spec.model_dump_json(), status_code=status, media_type="application/json")
 
@@ -58,7 +64,7 @@ async def list_experiments(ctl: ControllerDep) -> Response:
     "/v1/experiments",
     status_code=201,
     response_model=ExperimentSpec,
-    responses=error_responses(400, 403, 413, 422, 503, e422=_INVALID),
+    responses=error_responses(400, 403, 408, 409, 413, 422, 503, e409=_IN_USE, e422=_INVALID),
     dependencies=[Depends(OperatorGate("create"))],
 )
 async def create_experiment(
@@ -66,8 +72,11 @@ async def create_experiment(
 ) -> Response:
     """Create a draft experiment (the first variant is the control). Needs the bearer token."""
     annotate(request, experiment=body.name)
+    for variant, spec_in in body.variants.items():
+        check_reward_numbers(spec_in.reward, f"variants.{variant}.reward")
+    mark = commit.mark()
     spec = ctl.create_experiment(**body.arguments())
-    return await _acknowledge(request, commit, spec, 201)
+    return await _acknowledge(request, commit, spec, mark, 201)
 
 
 @router.get(
@@ -101,7 +110,8 @@ async def start_experiment(
 ) -> Response:
     """Start routing traffic to the variants (one experiment runs at a time). Needs the
     bearer token."""
-    return await _acknowledge(request, commit, ctl.start_experiment(name))
+    mark = commit.mark()
+    return await _acknowledge(request, commit, ctl.start_experiment(name), mark)
 
 
 @router.post(
@@ -115,7 +125,8 @@ async def stop_experiment(
 ) -> Response:
     """Stop assigning traffic; the statistics stay for status, promote or abort. Needs the
     bearer token."""
-    return await _acknowledge(request, commit, ctl.stop_experiment(name))
+    mark = commit.mark()
+    return await _acknowledge(request, commit, ctl.stop_experiment(name), mark)
 
 
 @router.post(
@@ -128,13 +139,14 @@ async def abort_experiment(
     name: Name, request: Request, ctl: ControllerDep, commit: CommitDep
 ) -> Response:
     """End the experiment without changing the default policy. Needs the bearer token."""
-    return await _acknowledge(request, commit, ctl.abort_experiment(name))
+    mark = commit.mark()
+    return await _acknowledge(request, commit, ctl.abort_experiment(name), mark)
 
 
 @router.post(
     "/v1/experiments/{name}/promote",
     response_model=ExperimentSpec,
-    responses={**_LIFECYCLE, **error_responses(400, 413)},
+    responses={**_LIFECYCLE, **error_responses(400, 408, 409, 413, e409=_NO_VARIANT)},
     dependencies=[Depends(OperatorGate("promote"))],
 )
 async def promote_experiment(
@@ -143,4 +155,5 @@ async def promote_experiment(
     """Make the variant the default policy (its policy with what it learned, its reward
     and arms); a running experiment is stopped first. Needs the bearer token."""
     annotate(request, variant=body.variant)
-    return await _acknowledge(request, commit, ctl.promote_experiment(name, body.variant))
+    mark = commit.mark()
+    return await _acknowledge(request, commit, ctl.promote_experiment(name, body.variant), mark)

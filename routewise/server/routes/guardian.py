@@ -69,8 +69,9 @@ async def _acknowledge(
     commit: Barrier,
     arm_id: str,
     action: Literal["pin", "quarantine", "release"],
+    mark: int,
 ) -> Response:
-    await commit.durable()
+    await commit.durable(mark)
     health = ctl.guardian_health()
     state = health.arms.get(arm_id, "healthy")
     annotate(request, state=state)
@@ -88,8 +89,9 @@ async def pin_arm(
     arm_id: ArmId, request: Request, ctl: ControllerDep, commit: CommitDep
 ) -> Response:
     """Send all traffic to the arm (propensity 1) until it is released. Needs the bearer token."""
+    mark = commit.mark()
     ctl.pin(arm_id)
-    return await _acknowledge(request, ctl, commit, arm_id, "pin")
+    return await _acknowledge(request, ctl, commit, arm_id, "pin", mark)
 
 
 @router.post(
@@ -102,8 +104,9 @@ async def quarantine_arm(
     arm_id: ArmId, request: Request, ctl: ControllerDep, commit: CommitDep
 ) -> Response:
     """Exclude the arm from selection until it is released. Needs the bearer token."""
+    mark = commit.mark()
     ctl.quarantine(arm_id)
-    return await _acknowledge(request, ctl, commit, arm_id, "quarantine")
+    return await _acknowledge(request, ctl, commit, arm_id, "quarantine", mark)
 
 
 @router.post(
@@ -117,5 +120,6 @@ async def release_arm(
 ) -> Response:
     """Return the arm to healthy (unpin or unquarantine) and forget its detectors' history.
     Needs the bearer token."""
+    mark = commit.mark()
     ctl.release(arm_id)
-    return await _acknowledge(request, ctl, commit, arm_id, "release")
+    return await _acknowledge(request, ctl, commit, arm_id, "release", mark)

@@ -24,12 +24,13 @@ async def context_param(
         str | None,
         Query(
             description='Request context as a JSON object, e.g. {"task": "extraction"}. '
-            "Default: the recent traffic mix."
+            "Omitted or empty: the recent traffic mix."
         ),
     ] = None,
 ) -> dict[str, Any] | None:
-    """The ``context`` query parameter: a JSON object (a bad one is ``InvalidContext``)."""
-    if context is None:
+    """The ``context`` query parameter: a JSON object (a bad one is ``InvalidContext``); an
+    empty one (``?context=``) is no context, as when it is omitted."""
+    if context is None or not context.strip():
         return None
     try:
         ctx = json.loads(context)
