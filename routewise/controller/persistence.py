@@ -56,6 +56,7 @@ __all__ = [
     "Pending",
     "TransitionCounts",
     "controller_meta",
+    "log_transition",
     "pending_from_record",
     "write_trace",
 ]
@@ -92,6 +93,20 @@ def pending_from_record(rec: DecisionRecord, default_reward: Scalarizer) -> Pend
         rec.ts,
         rec.extra.get("experiment"),
         rec.extra.get("variant"),
+    )
+
+
+def log_transition(ev: GuardianEvent, **fields: Any) -> None:
+    """The log line of a recorded Guardian transition (a warning: operators alert on it)."""
+    _log.warning(
+        "guardian.transition",
+        arm=ev.arm,
+        from_state=ev.from_state,
+        to_state=ev.to_state,
+        reason=ev.reason,
+        evidence=ev.evidence,
+        source=ev.source,
+        **fields,
     )
 
 
@@ -428,15 +443,7 @@ class LearningState:
             self._store.log_event(EventRecord(self._seq, ev.to_dict()))
             self._transitions.add([ev])
             if self.log_events:
-                _log.warning(
-                    "guardian.transition",
-                    arm=ev.arm,
-                    from_state=ev.from_state,
-                    to_state=ev.to_state,
-                    reason=ev.reason,
-                    evidence=ev.evidence,
-                    source=ev.source,
-                )
+                log_transition(ev)
 
     def _persist(self, snapshot: bool) -> None:
         self._save_meta()

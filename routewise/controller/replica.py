@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from routewise.controller.persistence import LearningState, Pending
+from routewise.controller.persistence import LearningState, Pending, log_transition
 from routewise.errors import StateError
 from routewise.state.base import (
     ControlRecord,
@@ -217,16 +217,7 @@ class Replica(LearningState):
         for ev in events:
             self._store.log_event(EventRecord(0, ev.to_dict(), self._origin, self._event_key(ev)))
             if self.log_events:
-                _log.warning(
-                    "guardian.transition",
-                    arm=ev.arm,
-                    from_state=ev.from_state,
-                    to_state=ev.to_state,
-                    reason=ev.reason,
-                    evidence=ev.evidence,
-                    source=ev.source,
-                    replica=self._origin,
-                )
+                log_transition(ev, replica=self._origin)
 
     def _expire_shared(self, now: float, wait: float, default: float | None) -> None:
         """Append the default reward for pending decisions past the wait time (any replica

@@ -11,12 +11,15 @@ behind the same protocol.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+
+from routewise.errors import StateError
 
 __all__ = [
     "ControlRecord",
@@ -25,6 +28,7 @@ __all__ = [
     "EventRecord",
     "FeedbackRecord",
     "Store",
+    "decode_snapshot",
     "json_default",
 ]
 
@@ -196,6 +200,14 @@ class Store(Protocol):
     def close(self) -> None:
         """Flush and release resources."""
         ...
+
+
+def decode_snapshot(path: str, seq: Any, text: str | bytes) -> tuple[int, dict[str, Any]]:
+    """``(seq, state)`` of a stored snapshot row; ``StateError`` when its JSON is corrupt."""
+    try:
+        return int(seq), json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StateError(f"store {path!r}: snapshot at seq {seq} is corrupt ({exc})") from None
 
 
 def trace_line(d: DecisionRecord, f: FeedbackRecord | None) -> dict[str, Any]:

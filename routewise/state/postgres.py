@@ -71,6 +71,7 @@ from routewise.state.base import (
     Event,
     EventRecord,
     FeedbackRecord,
+    decode_snapshot,
     trace_line,
 )
 from routewise.state.pgconn import Conn, PgConnections, rollback
@@ -538,12 +539,7 @@ class PostgresStore(PgConnections):
         row = self._run("latest_snapshot", lambda c: c.execute(q.LATEST_SNAPSHOT).fetchone())
         if row is None:
             return None
-        try:
-            return int(row[0]), json.loads(row[1])
-        except json.JSONDecodeError as exc:
-            raise StateError(
-                f"store {self.path!r}: snapshot at seq {row[0]} is corrupt ({exc})"
-            ) from None
+        return decode_snapshot(self.path, row[0], row[1])
 
     # ----------------------------------------------------------------- close
     def close(self) -> None:

@@ -59,6 +59,7 @@ from routewise.state.base import (
     Event,
     EventRecord,
     FeedbackRecord,
+    decode_snapshot,
     trace_line,
 )
 from routewise.state.integrity import verify_existing
@@ -619,12 +620,7 @@ class SQLiteStore:
             ).fetchone()
         if row is None:
             return None
-        try:
-            return int(row[0]), json.loads(row[1])
-        except json.JSONDecodeError as exc:
-            raise StateError(
-                f"store {self.path!r}: snapshot at seq {row[0]} is corrupt ({exc})"
-            ) from None
+        return decode_snapshot(self.path, row[0], row[1])
 
     def events_since(self, seq: int) -> Iterator[Event]:
         self.flush()
