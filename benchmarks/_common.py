@@ -186,3 +186,15 @@ class OnlineStandardizer:
 
 def fmt_int(n: float) -> str:
     return f"{n:,.0f}"
+
+
+def proc_status(pid: int) -> dict[str, float]:
+    """``VmRSS``, ``VmHWM`` (MB) and ``Threads`` of process ``pid`` (from ``/proc/<pid>/status``)."""
+    out: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) / 1024.0
+        elif key == "Threads":
+            out[key] = float(value)
+    return out

@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from _common import proc_status
+
 ACCEPT_RSS_MB = 400.0
 ACCEPT_RESTART_PEAK_MB = 500.0
 ACCEPT_RESTART_S = 5.0
@@ -63,16 +65,6 @@ NORMAL_CONTEXTS = [
 
 
 # ---------------------------------------------------------------------------- the server
-def proc_status(pid: int) -> dict[str, float]:
-    """``VmRSS`` and ``VmHWM`` of ``pid`` in MB (from ``/proc/<pid>/status``)."""
-    out: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0]) / 1024.0
-    return out
-
-
 def store_mb(db: Path) -> float:
     files = [db, Path(f"{db}-wal"), Path(f"{db}-shm"), Path(f"{db}.acklog")]
     return sum(f.stat().st_size for f in files if f.exists()) / 1e6

@@ -82,6 +82,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import numpy as np
+from _common import proc_status
 
 from routewise.controller.bounds import BOUNDS, DEFAULT_MAX_PENDING
 
@@ -199,18 +200,6 @@ def start_server(workdir: Path, token: str) -> tuple[subprocess.Popen[bytes], st
         time.sleep(0.1)
     proc.kill()
     raise SystemExit(f"routewise serve did not start:\n{log_path.read_text()}")
-
-
-def proc_status(pid: int) -> dict[str, float]:
-    """``VmRSS``, ``VmHWM`` (MB) and ``Threads`` of ``pid``."""
-    out: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0]) / 1024.0
-        elif key == "Threads":
-            out[key] = float(value)
-    return out
 
 
 def file_mb(path: Path) -> float:
