@@ -33,7 +33,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import structlog
@@ -62,8 +62,19 @@ _OWN_MAX = 10_000  # own decisions remembered until applied (replication lag x d
 _BATCH = 200  # records applied per hold of the controller lock (bounds a decide's wait)
 
 
-class ReplicationStatus(dict[str, Any]):
+class ReplicationStatus(TypedDict):
     """What ``Controller.replication()`` reports (a plain dict, JSON-ready)."""
+
+    origin: str | None
+    applied_seq: int
+    head_seq: int
+    lag_s: float
+    connected: bool
+    leader: bool
+    lag_buckets: list[float]
+    lag_counts: list[int]
+    lag_sum: float
+    lag_count: int
 
 
 class Replica(LearningState):
@@ -290,7 +301,7 @@ class Replica(LearningState):
         """For a feedback on a replica that has no pending entry for the decision: its stored
         feedback and decision, read *before* the controller lock is taken (network round trips
         must not hold up decide). ``None`` when the entry is here (or the store not shared)."""
-        if not self._shared or decision_id in self._pending or decision_id in self._own:
+        if not self.feedback_reads_store(decision_id):
             return None
         prior = self._store.get_feedback(decision_id)
         if prior is not None and not prior.defaulted:

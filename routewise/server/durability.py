@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TypeVar
 
 from routewise.errors import StateError
 from routewise.state.base import Store
+
+_T = TypeVar("_T")
 
 __all__ = ["Barrier", "GroupCommit", "ThreadedGroupCommit", "group_commit", "store_barrier"]
 
@@ -46,6 +49,15 @@ class Barrier:
 
     async def durable(self, mark: int | None = None) -> None:
         """Return once everything written so far is durable (here: at once)."""
+
+    async def write(self, action: Callable[[], _T]) -> _T:
+        """Run ``action`` (a controller call that writes) and return its result once what it
+        wrote is durable: :meth:`mark` before, :meth:`durable` after — the protocol every
+        acknowledging handler follows."""
+        mark = self.mark()
+        result = action()
+        await self.durable(mark)
+        return result
 
 
 class GroupCommit(Barrier):

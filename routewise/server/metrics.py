@@ -28,7 +28,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Generic, TypeVar, get_args
+from typing import Generic, TypeVar, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import (
@@ -40,6 +40,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from routewise.controller import Controller
+from routewise.controller.replica import ReplicationStatus
 from routewise.types import Decision, FeedbackResult, HealthState, Outcome
 
 __all__ = ["Labelled", "Metrics", "StatusCollector"]
@@ -119,7 +120,7 @@ class StatusCollector(Collector):
         return transitions
 
 
-def _replication(rep: dict[str, Any]) -> list[Metric]:
+def _replication(rep: ReplicationStatus) -> list[Metric]:
     """The replica's gauges and its apply-lag histogram (a shared store only)."""
     out: list[Metric] = []
     for name, doc, value in (

@@ -10,6 +10,7 @@ have — ``ExperimentConflict`` (409); a bad spec a ``ConfigError`` (422).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -45,10 +46,10 @@ _NO_VARIANT = (
 )
 
 
-async def _acknowledge(
-    request: Request, commit: Barrier, spec: ExperimentSpec, mark: int, status: int = 200
+async def _take_step(
+    request: Request, commit: Barrier, step: Callable[[], ExperimentSpec], status: int = 200
 ) -> Response:
-    await commit.durable(mark)
+    spec = await commit.write(step)
     annotate(request, state=spec.status)
     return Response(spec.model_dump_json(), status_code=status, media_type="application/json")
 
@@ -74,9 +75,8 @@ async def create_experiment(
     annotate(request, experiment=body.name)
     for variant, spec_in in body.variants.items():
         check_reward_numbers(spec_in.reward, f"variants.{variant}.reward")
-    mark = commit.mark()
-    spec = ctl.create_experiment(**body.arguments())
-    return await _acknowledge(request, commit, spec, mark, 201)
+    arguments = body.arguments()
+    return await _take_step(request, commit, lambda: ctl.create_experiment(**arguments), 201)
 
 
 @router.get(
@@ -110,8 +110,7 @@ async def start_experiment(
 ) -> Response:
     """Start routing traffic to the variants (one experiment runs at a time). Needs the
     bearer token."""
-    mark = commit.mark()
-    return await _acknowledge(request, commit, ctl.start_experiment(name), mark)
+    return await _take_step(request, commit, lambda: ctl.start_experiment(name))
 
 
 @router.post(
@@ -125,8 +124,7 @@ async def stop_experiment(
 ) -> Response:
     """Stop assigning traffic; the statistics stay for status, promote or abort. Needs the
     bearer token."""
-    mark = commit.mark()
-    return await _acknowledge(request, commit, ctl.stop_experiment(name), mark)
+    return await _take_step(request, commit, lambda: ctl.stop_experiment(name))
 
 
 @router.post(
@@ -139,8 +137,7 @@ async def abort_experiment(
     name: Name, request: Request, ctl: ControllerDep, commit: CommitDep
 ) -> Response:
     """End the experiment without changing the default policy. Needs the bearer token."""
-    mark = commit.mark()
-    return await _acknowledge(request, commit, ctl.abort_experiment(name), mark)
+    return await _take_step(request, commit, lambda: ctl.abort_experiment(name))
 
 
 @router.post(
@@ -155,5 +152,4 @@ async def promote_experiment(
     """Make the variant the default policy (its policy with what it learned, its reward
     and arms); a running experiment is stopped first. Needs the bearer token."""
     annotate(request, variant=body.variant)
-    mark = commit.mark()
-    return await _acknowledge(request, commit, ctl.promote_experiment(name, body.variant), mark)
+    return await _take_step(request, commit, lambda: ctl.promote_experiment(name, body.variant))

@@ -63,15 +63,14 @@ async def guardian_events(
     return _json("[" + ",".join(e.to_json() for e in ctl.events(limit)) + "]")
 
 
-async def _acknowledge(
+async def _operate(
     request: Request,
     ctl: Controller,
     commit: Barrier,
     arm_id: str,
     action: Literal["pin", "quarantine", "release"],
-    mark: int,
 ) -> Response:
-    await commit.durable(mark)
+    await commit.write(lambda: getattr(ctl, action)(arm_id))
     health = ctl.guardian_health()
     state = health.arms.get(arm_id, "healthy")
     annotate(request, state=state)
@@ -89,9 +88,7 @@ async def pin_arm(
     arm_id: ArmId, request: Request, ctl: ControllerDep, commit: CommitDep
 ) -> Response:
     """Send all traffic to the arm (propensity 1) until it is released. Needs the bearer token."""
-    mark = commit.mark()
-    ctl.pin(arm_id)
-    return await _acknowledge(request, ctl, commit, arm_id, "pin", mark)
+    return await _operate(request, ctl, commit, arm_id, "pin")
 
 
 @router.post(
@@ -104,9 +101,7 @@ async def quarantine_arm(
     arm_id: ArmId, request: Request, ctl: ControllerDep, commit: CommitDep
 ) -> Response:
     """Exclude the arm from selection until it is released. Needs the bearer token."""
-    mark = commit.mark()
-    ctl.quarantine(arm_id)
-    return await _acknowledge(request, ctl, commit, arm_id, "quarantine", mark)
+    return await _operate(request, ctl, commit, arm_id, "quarantine")
 
 
 @router.post(
@@ -120,6 +115,4 @@ async def release_arm(
 ) -> Response:
     """Return the arm to healthy (unpin or unquarantine) and forget its detectors' history.
     Needs the bearer token."""
-    mark = commit.mark()
-    ctl.release(arm_id)
-    return await _acknowledge(request, ctl, commit, arm_id, "release", mark)
+    return await _operate(request, ctl, commit, arm_id, "release")
