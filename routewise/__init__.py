@@ -21,6 +21,7 @@ from importlib.metadata import version as _package_version
 from routewise.backends.router import Receipt, Router, RouteResult
 from routewise.client import APIError, AsyncClient, Client
 from routewise.controller import Controller, Guardian
+from routewise.controller.notify import WebhookNotifier
 from routewise.errors import (
     ConfigError,
     ExperimentConflict,
@@ -83,6 +84,7 @@ __all__ = [
     "UnknownArm",
     "UnknownDecision",
     "UnknownExperiment",
+    "WebhookNotifier",
     "__version__",
     "make_arms",
 ]

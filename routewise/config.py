@@ -26,6 +26,10 @@ store)::
     probe_share = 0.05
     [guardian.latency]           # the latency check: ratio over baseline that counts
     ratio = 1.2
+    [[webhooks]]                 # any number; README "Webhooks and alerts"
+    url = "https://ops.example.com/routewise"
+    secret = "a-long-random-shared-secret"   # HMAC-SHA256 key; never logged
+    events = ["quarantined", "operator"]     # optional filter; default: every transition
 
 ``backends`` may also be a table of per-backend provider settings
 (``[backends."openai:gpt-5.4"]``, used by the provider clients); the controller only needs
@@ -43,8 +47,17 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -55,7 +68,94 @@ from pydantic_settings import (
 from routewise.errors import ConfigError
 from routewise.types import Arm, Mode, make_arms
 
-__all__ = ["RoutewiseSettings", "load_settings"]
+__all__ = ["RoutewiseSettings", "WebhookSettings", "load_settings"]
+
+_MIN_SECRET_CHARS = 16
+
+
+class WebhookSettings(BaseModel):
+    """One ``[[webhooks]]`` table: an endpoint that receives every Guardian transition and
+    operator action as a signed JSON POST (README "Webhooks and alerts"; delivered by
+    :class:`~routewise.controller.notify.WebhookNotifier`).
+
+    The URL and the secret are never logged nor echoed in an error (a URL may carry a token
+    in its path); logs and ``/metrics`` name the webhook by :attr:`label`.
+
+    Examples
+    --------
+    >>> w = WebhookSettings(url="https://ops.example.com/hook", secret="s" * 16)
+    >>> w.label, w.max_attempts, w.secret
+    ('ops.example.com', 5, SecretStr('**********'))
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(repr=False)
+    """``http://`` or ``https://`` URL the events are POSTed to (redirects are not followed)."""
+    secret: SecretStr
+    """HMAC-SHA256 key of the ``X-Routewise-Signature`` header (at least 16 characters)."""
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    """Names the webhook in logs and metrics (default: the URL's host[:port])."""
+    timeout_s: float = Field(default=5.0, gt=0, le=300, allow_inf_nan=False)
+    """Timeout of one delivery attempt (connect, send, answer)."""
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    """Attempts per event, the first included (retries: connection errors, timeouts, 5xx, 429)."""
+    backoff_s: float = Field(default=0.5, gt=0, le=3600, allow_inf_nan=False)
+    """Wait before the first retry; doubles per retry (with jitter), up to ``max_backoff_s``."""
+    max_backoff_s: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
+    """The longest wait between two attempts (a ``Retry-After`` answer is capped by it too)."""
+    queue_size: int = Field(default=1000, ge=1, le=1_000_000)
+    """Events waiting for delivery; past it a new event is dropped (and counted), never waited for."""
+    events: list[str] | None = Field(default=None, min_length=1)
+    """Only events whose new state (``quarantined``…), source (``guardian``, ``operator``) or a
+    ``:``-separated part of the reason (``probe_failed``, ``cap_reached``, ``error_burst``…)
+    is listed; default: every event."""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        try:
+            parts = urlsplit(v.strip())
+            host = parts.hostname
+        except ValueError:
+            raise ValueError("is not a valid URL") from None
+        if parts.scheme.lower() not in ("http", "https"):
+            got = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+            raise ValueError(f"must be an http:// or https:// URL (got {got})")
+        if not host:
+            raise ValueError("must name a host (http://host[:port]/path)")
+        return v.strip()
+
+    @field_validator("secret")
+    @classmethod
+    def _check_secret(cls, v: SecretStr) -> SecretStr:
+        if len(v.get_secret_value().strip()) < _MIN_SECRET_CHARS:
+            raise ValueError(f"must be at least {_MIN_SECRET_CHARS} characters (use a random one)")
+        return v
+
+    @field_validator("events")
+    @classmethod
+    def _check_events(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and any(not e.strip() for e in v):
+            raise ValueError("must not hold an empty name")
+        return v
+
+    @field_validator("max_backoff_s")
+    @classmethod
+    def _check_backoff(cls, v: float, info: ValidationInfo) -> float:
+        first = info.data.get("backoff_s")
+        if first is not None and v < first:
+            raise ValueError(f"must be at least backoff_s ({first}), got {v}")
+        return v
+
+    @property
+    def label(self) -> str:
+        """The webhook's name in logs and metrics: ``name``, else the URL's host[:port]."""
+        if self.name is not None:
+            return self.name
+        parts = urlsplit(self.url)
+        host = parts.hostname or "webhook"
+        return f"{host}:{parts.port}" if parts.port is not None else host
 
 
 class RoutewiseSettings(BaseSettings):
@@ -112,6 +212,23 @@ class RoutewiseSettings(BaseSettings):
     sidecar answers 408 ``RequestTimeout`` and closes the connection (a slow or stalled
     client never holds a request, nor a shutdown, open longer)."""
     guardian: bool | dict[str, Any] | None = None
+    webhooks: list[WebhookSettings] = Field(default_factory=list, max_length=32)
+    """``[[webhooks]]`` tables: endpoints that receive every Guardian transition and operator
+    action (``routewise serve`` delivers to them; library users attach a
+    :class:`~routewise.controller.notify.WebhookNotifier` with ``Controller.subscribe``)."""
+
+    @field_validator("webhooks")
+    @classmethod
+    def _check_webhook_names(cls, v: list[WebhookSettings]) -> list[WebhookSettings]:
+        seen: dict[str, int] = {}
+        for i, w in enumerate(v):
+            if w.label in seen:
+                raise ValueError(
+                    f"webhooks.{i}.name: {w.label!r} names webhooks.{seen[w.label]} too "
+                    "(the default name is the URL's host[:port]): give each a distinct 'name'"
+                )
+            seen[w.label] = i
+        return v
 
     @field_validator("db")
     @classmethod

@@ -35,6 +35,7 @@ def test_all_is_exactly_the_public_surface() -> None:
             "UnknownArm",
             "UnknownDecision",
             "UnknownExperiment",
+            "WebhookNotifier",
             "__version__",
             "make_arms",
         ]

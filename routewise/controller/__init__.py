@@ -18,6 +18,8 @@ featurizer, the Guardian, the store and the experiments it delegates to.
   health states, probe windows).
 * :mod:`~routewise.controller.experiments` — A/B experiments: the :class:`Experiments`
   collaborator, sequential statistics, checks, report, plot.
+* :mod:`~routewise.controller.notify` — telling the operators: ``Notice``, ``Listener`` and
+  ``WebhookNotifier`` (signed webhook deliveries; ``Controller.subscribe``).
 * :mod:`~routewise.controller.stats` — per-arm running statistics; :mod:`~.ids` — decision ids.
 """
 

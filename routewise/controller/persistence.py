@@ -2,7 +2,8 @@
 in restart replay alike), snapshots, restore (the latest snapshot, then a replay of the log
 after it), the store's metadata record, the pending decisions (at most ``max_pending`` in
 memory, live, in restart replay and on a replica alike), the running count of Guardian
-transitions, and the trace export.
+transitions, the listeners told of every recorded transition
+(:mod:`~routewise.controller.notify`), and the trace export.
 
 :class:`LearningState` is the Controller's base class: it holds the state and these steps;
 the Controller adds decide / feedback / queries / operator actions on top.
@@ -38,6 +39,7 @@ from routewise.controller.experiments.manager import Experiments
 from routewise.controller.experiments.variants import VariantLearner
 from routewise.controller.features import Featurizer
 from routewise.controller.guardian import Guardian
+from routewise.controller.notify.base import Listener, Notice
 from routewise.controller.stats import ArmStats
 from routewise.errors import ConfigError, InvalidContext, StateError
 from routewise.reward import Scalarizer
@@ -256,6 +258,52 @@ class LearningState:
     default_reward: float | None
     _bounds: BoundHits
     _limits: FeatureLimits
+    _listeners: tuple[Listener, ...] = ()  # replaced whole (a reader never sees it change)
+
+    # ------------------------------------------------------------------ listeners
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener`` with a :class:`~routewise.controller.notify.Notice` for every
+        Guardian transition and operator action recorded from now on — on a single-writer
+        store when it is recorded (never in the restart replay), on a shared store on the
+        replica that made it, once applied from the log (so once across the replicas). The
+        listener runs on the write path and must return at once (a
+        :class:`~routewise.controller.notify.WebhookNotifier` only queues the notice); one that
+        raises is logged and skipped. Subscribing twice is a no-op.
+
+        Examples
+        --------
+        >>> import routewise as rw
+        >>> ctl = rw.Controller(arms=["a:x/direct_emit", "b:y/direct_emit"], log_events=False)
+        >>> seen = []
+        >>> ctl.subscribe(seen.append)
+        >>> ctl.pin("a:x/direct_emit"); ctl.release("a:x/direct_emit")
+        >>> [(n.seq, n.event.reason) for n in seen]
+        [(1, 'operator_pin'), (2, 'operator_release')]
+        """
+        with self._lock:
+            if listener not in self._listeners:
+                self._listeners = (*self._listeners, listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        """Stop calling ``listener`` (a no-op if it is not subscribed)."""
+        with self._lock:
+            self._listeners = tuple(x for x in self._listeners if x != listener)
+
+    @property
+    def listeners(self) -> tuple[Listener, ...]:
+        """The subscribed listeners, in subscription order."""
+        return self._listeners
+
+    def _notify(self, ev: GuardianEvent, seq: int, origin: str | None) -> None:
+        """Hand one recorded transition to every listener (none may fail the write path)."""
+        notice = Notice(ev, seq, origin)
+        for listener in self._listeners:
+            try:
+                listener(notice)
+            except Exception as exc:
+                _log.error(
+                    "listener.failed", listener=repr(listener), error=type(exc).__name__, arm=ev.arm
+                )
 
     def _save_meta(self) -> None:
         self._store.save_meta(
@@ -444,6 +492,8 @@ class LearningState:
             self._transitions.add([ev])
             if self.log_events:
                 log_transition(ev)
+            if self._listeners:
+                self._notify(ev, self._seq, None)
 
     def _persist(self, snapshot: bool) -> None:
         self._save_meta()

@@ -25,7 +25,9 @@ recomputes a cached inverse on restore (the tests allow a relative 1e-9).
 The Guardian's health models are fed by the whole log, so every replica reaches the same
 transition at the same point; each records it with a key (arm, new state, and the log position
 of the arm's previous transition), and the store keeps one copy. Transitions are counted when
-they come back through the log. One replica at a time (``store.try_lead()``) takes snapshots.
+they come back through the log, and the controller's listeners (webhooks) are told of one there
+by the replica whose record the store kept — once across the replicas. One replica at a time
+(``store.try_lead()``) takes snapshots.
 """
 
 from __future__ import annotations
@@ -183,6 +185,8 @@ class Replica(LearningState):
         ev = GuardianEvent.from_dict(rec.event)
         self._arm_event_seq[ev.arm] = rec.seq
         mine = rec.origin is not None and rec.origin == self._origin
+        if mine and self._listeners:  # once across the replicas: the one that made it
+            self._notify(ev, rec.seq, rec.origin)
         if ev.source == "operator" and mine:
             self._transitions.add([ev])  # applied when it was taken
             return

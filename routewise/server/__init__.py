@@ -72,6 +72,12 @@ Security (:mod:`~routewise.server.deps`, :mod:`~routewise.server.middleware`)
     Request bodies are limited to ``max_body_bytes``. Tokens, headers and request contexts are
     never logged.
 
+Webhooks (:mod:`~routewise.controller.notify`)
+    ``routewise serve`` subscribes a :class:`~routewise.controller.notify.WebhookNotifier` per
+    ``[[webhooks]]`` table to the controller: every Guardian transition and operator action is
+    POSTed, signed, from a background thread (never on the request path); ``/metrics`` counts
+    the deliveries; on shutdown the queues get ``WEBHOOK_DRAIN_S`` after the final snapshot.
+
 Logs (:mod:`~routewise.server.logline`)
     One canonical structlog line per request (``event="request"``: method, path, status,
     ``duration_ms`` and, where they apply, decision id, arm, propensity, reward, operator

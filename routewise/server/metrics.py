@@ -4,12 +4,16 @@ Counters and histograms are observed as requests are answered (HTTP requests and
 route, decisions, feedback, rewards, error classes); gauges and the Guardian's transition
 counts are read from the controller at scrape time, so they survive restarts; so are the
 hits of the memory bounds (``routewise_bound_hits_total{bound=…}``, counted since the process
-started). Each app has its own registry (never the global one).
+started); so are the webhook deliveries of the notifiers subscribed to the controller
+(``routewise_webhook_deliveries_total{webhook, result}``, attempts, retries, queue depth:
+:mod:`~routewise.controller.notify.webhook`). Each app has its own registry (never the global
+one). ``deploy/prometheus/routewise-alerts.yml`` holds example alerting rules over these names.
 
 Every label value comes from a bounded set, never from request input: ``arm`` from the
 controller's arms, ``route`` from the route templates (``other`` for none), ``method`` from
 the HTTP methods (``other`` for the rest), ``status`` from the status codes the app answers,
-``error`` from the error classes, ``bound`` from the bounds.
+``error`` from the error classes, ``bound`` from the bounds, ``webhook`` from the configured
+webhooks' names, ``result`` from delivered / failed / dropped.
 
 Examples
 --------
@@ -40,6 +44,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from routewise.controller import Controller
+from routewise.controller.notify import WebhookNotifier
 from routewise.controller.replica import ReplicationStatus
 from routewise.types import Decision, FeedbackResult, HealthState, Outcome
 
@@ -62,6 +67,9 @@ class StatusCollector(Collector):
         families.append(self._bound_hits())
         if self._ctl.guardian is not None:
             families.append(self._transitions())
+        hooks = [x for x in self._ctl.listeners if isinstance(x, WebhookNotifier)]
+        if hooks:
+            families.extend(_webhooks(hooks))
         rep = self._ctl.replication()
         if rep is not None:
             families.extend(_replication(rep))
@@ -118,6 +126,35 @@ class StatusCollector(Collector):
         for (arm_id, to, source), n in sorted(self._ctl.transition_counts().items()):
             transitions.add_metric([arm_id, to, source], n)
         return transitions
+
+
+def _webhooks(hooks: list[WebhookNotifier]) -> list[Metric]:
+    """The delivery counters and queue depth of each subscribed webhook notifier."""
+    deliveries = CounterMetricFamily(
+        "routewise_webhook_deliveries",
+        "Webhook events by result: delivered, failed (attempted, given up) or dropped (never "
+        "attempted: queue full or shutdown)",
+        labels=["webhook", "result"],
+    )
+    attempts = CounterMetricFamily(
+        "routewise_webhook_attempts",
+        "Webhook HTTP attempts (first tries and retries)",
+        labels=["webhook"],
+    )
+    retries = CounterMetricFamily(
+        "routewise_webhook_retries", "Webhook retries", labels=["webhook"]
+    )
+    depth = GaugeMetricFamily(
+        "routewise_webhook_queue_depth", "Webhook events waiting or in delivery", labels=["webhook"]
+    )
+    for hook in hooks:
+        st = hook.stats()
+        for result in ("delivered", "failed", "dropped"):
+            deliveries.add_metric([hook.name, result], getattr(st, result))
+        attempts.add_metric([hook.name], st.attempts)
+        retries.add_metric([hook.name], st.retries)
+        depth.add_metric([hook.name], st.queued)
+    return [deliveries, attempts, retries, depth]
 
 
 def _replication(rep: ReplicationStatus) -> list[Metric]:
@@ -231,6 +268,16 @@ class Metrics:
                 registry=r,
             )
         )
+        self.outcome_errors = Labelled(
+            Counter(
+                "routewise_outcome_errors",
+                "Served requests that failed with an error (timeout, rate limit…), by arm",
+                ["arm"],
+                registry=r,
+            )
+        )
+        for arm in controller.arms:  # every arm's series exists from the start (rate() needs it)
+            self.outcome_errors(arm.id)
         self.errors = Labelled(
             Counter("routewise_api_errors", "Error responses by error class", ["error"], registry=r)
         )
@@ -255,6 +302,8 @@ class Metrics:
         self.reward(arm).observe(r.reward)
         self.outcome_latency(arm).observe(outcome.latency_ms / 1000.0)
         self.cost(arm).inc(outcome.cost_usd)
+        if outcome.error is not None:
+            self.outcome_errors(arm).inc()
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""

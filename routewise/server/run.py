@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO, cast
@@ -18,11 +19,21 @@ import structlog
 
 from routewise.config import RoutewiseSettings, load_settings
 from routewise.controller import Controller
+from routewise.controller.notify import WebhookNotifier
 from routewise.errors import ConfigError
 from routewise.server.app import create_app
 from routewise.types import Arm, make_arms
 
-__all__ = ["DEFAULT_DB", "DEMO_BACKENDS", "DRAIN_TIMEOUT_S", "configure_logging", "serve"]
+__all__ = [
+    "DEFAULT_DB",
+    "DEMO_BACKENDS",
+    "DRAIN_TIMEOUT_S",
+    "WEBHOOK_DRAIN_S",
+    "close_webhooks",
+    "configure_logging",
+    "open_webhooks",
+    "serve",
+]
 
 DEMO_BACKENDS: tuple[str, ...] = (
     "openai:gpt-5.4",
@@ -38,6 +49,10 @@ DEFAULT_DB = "routewise.db"
 DRAIN_TIMEOUT_S = 10
 """On SIGTERM/SIGINT, how long requests in flight may take to finish; the sidecar then answers
 what still runs (``408`` a request still waiting for its body, else ``503``) and exits."""
+
+WEBHOOK_DRAIN_S = 5.0
+"""On shutdown, after the final snapshot, how long the webhooks may take to deliver what is
+still queued (all of them together); what is left is dropped and counted."""
 
 
 class _BatchedWriter:
@@ -126,6 +141,21 @@ def _open_controller(settings: RoutewiseSettings) -> tuple[Controller, list[Arm]
     return ctl, demo
 
 
+def open_webhooks(ctl: Controller, settings: RoutewiseSettings) -> list[WebhookNotifier]:
+    """A notifier per ``[[webhooks]]`` table, subscribed to ``ctl``."""
+    hooks = [WebhookNotifier.from_settings(w) for w in settings.webhooks]
+    for hook in hooks:
+        ctl.subscribe(hook)
+    return hooks
+
+
+def close_webhooks(hooks: list[WebhookNotifier], timeout_s: float = WEBHOOK_DRAIN_S) -> None:
+    """Close ``hooks``, flushing their queues for at most ``timeout_s`` seconds in all."""
+    deadline = time.monotonic() + timeout_s
+    for hook in hooks:
+        hook.close(max(0.0, deadline - time.monotonic()))
+
+
 def _bind(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -194,6 +224,7 @@ def serve(
 def _serve(settings: RoutewiseSettings) -> None:
     log = structlog.get_logger("routewise.server")
     ctl, demo = _open_controller(settings)
+    hooks = open_webhooks(ctl, settings)
     checked = getattr(ctl.store, "check_seconds", None)
     if checked is not None:
         db_name = str(getattr(ctl.store, "path", settings.db))
@@ -238,6 +269,7 @@ def _serve(settings: RoutewiseSettings) -> None:
             arms=len(ctl.arms),
             durability=getattr(ctl.store, "durability", None),
             auth="bearer" if settings.token is not None else "none",
+            webhooks=[hook.name for hook in hooks],
         )
         try:
             uv.run(sockets=[sock])
@@ -251,6 +283,7 @@ def _serve(settings: RoutewiseSettings) -> None:
         try:
             ctl.close()
         finally:
+            close_webhooks(hooks)
             for sig, handler in original.items():
                 if handler is not None:
                     signal.signal(sig, handler)

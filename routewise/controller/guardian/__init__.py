@@ -27,14 +27,24 @@ guarded against noise:
 
 Baselines are *per request* (:mod:`~routewise.controller.guardian.baseline`): with the
 request's feature vector ``x``, the expected log-latency and validity are linear models of
-the features, fitted by least squares once an arm has ``max(min_samples, 10·len(x))``
-observations and then tracked by normalized LMS on observations ``baseline_lag`` steps old
-(so a change is caught before it leaks into the baseline). The checks compare each outcome
-with what *this* request should get, with a margin for the models' prediction uncertainty — a
+the features, fitted by ridge least squares once an arm has ``max(min_samples, 10·len(x))``
+observations and then tracked by normalized LMS, in mini-batches, on observations
+``baseline_lag`` steps old (so a change is caught before it leaks into the baseline). A
 policy that sends an arm more of the slow or hard requests is not a degradation. Without
-``x`` the models reduce to per-arm means. All state is plain JSON (snapshots, exact restore),
-which is why the detectors are written here rather than taken from river (whose detectors
-are neither JSON-serializable nor mergeable).
+``x`` the models reduce to per-arm means.
+
+The expectations the checks use are *calibrated* on held-out evidence, because a linear
+model of a nonlinear world can be confident and wrong: the model's predictions are pulled
+toward the arm's pooled mean by their held-out calibration slope and, for a kind of request
+the arm has little support for, by that lack of support; the latency check standardizes
+with the held-out residual variance (misfit included); the validity check's evidence is
+divided by the model's held-out dispersion; and no request may be expected to fail less
+than a quarter as often as the arm does on average. The thresholds are set for fewer than
+one false quarantine per 100,000 decisions; ``benchmarks/guardian.py --families`` measures
+that, and the detection delay, on environment families the Guardian was not tuned on.
+All state is plain JSON (snapshots, exact restore), which is why the detectors are written
+here rather than taken from river (whose detectors are neither JSON-serializable nor
+mergeable).
 
 Modules: :mod:`~routewise.controller.guardian.base` (observation, trip, arm health, probe
 window, the ``Check`` protocol), :mod:`~routewise.controller.guardian.checks` (the three

@@ -48,25 +48,42 @@ class ArmHealth:
 
     state: str = "healthy"
     n: int = 0  # observations since the last (re)baseline
-    # baselines (established after min_samples observations)
+    # baselines (established after min_samples observations; see the baseline module)
     base_ready: bool = False
-    base_loglat_var: float = 0.0
+    base_loglat: float = 0.0  # the arm's pooled mean log-latency and validity
     base_valid: float = 0.0
+    base_loglat_var: float = 0.0  # held-out variance of log-latency residuals (misfit included)
     base_n: float = 0.0  # effective sample size behind the baseline (caps at 1/slow_alpha)
     # context models: expected log-latency and validity are linear in the request features,
     # so a policy that shifts which requests an arm gets does not look like a degradation
     # rows: expected log-latency, expected validity (float64; lists "w_lat"/"w_val" in JSON)
     w: Any = field(default_factory=lambda: np.zeros((2, 0)))
-    exp_loglat: float = 0.0  # expectations for the observation being checked
+    # second moments of the features over the arm's recent traffic (support), their inverses
+    m2: Any = field(default_factory=lambda: np.zeros(0))
+    inv_m2: Any = field(default_factory=lambda: np.zeros(0))
+    d_eff: float = 0.0  # features seen (the mean diagonal leverage of a typical request)
+    # held-out calibration: [E[(pred − base)(outcome − base)], E[(pred − base)²]] per model,
+    # the slopes they give, and E[(y − p)²], E[p(1 − p)] of the calibrated validity
+    cal_lat: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    cal_val: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    kappa_lat: float = 1.0
+    kappa_val: float = 1.0
+    val_sq: float = 0.0
+    val_pq: float = 0.0
+    val_disp: float = 1.0  # their ratio, in [1, 4]: the validity model's held-out dispersion
+    # the observation being checked: the models' raw predictions, the calibrated
+    # expectations and their standard-error margins
+    raw_loglat: float = 0.0
+    raw_valid: float = 0.0
+    exp_loglat: float = 0.0
     exp_valid: float = 0.0
-    # prediction uncertainty of the context models: margin = sqrt(var · xᵀ(XᵀX+λI)⁻¹x)
-    w_cov: Any = field(default_factory=lambda: np.zeros((0, 0)))
     lat_margin: float = 0.0
     val_margin: float = 0.0
     fit_n: float = 0.0  # observations behind the warm-up fit
-    # (features, log-latency | None, valid); tuples of numbers and an array, which the garbage
-    # collector stops tracking, so a long lag does not feed full collections
-    lag: list[tuple[Any, float | None, float]] = field(default_factory=list)
+    # (features, log-latency | None, valid, raw log-latency and validity predictions); tuples
+    # of numbers and an array, which the garbage collector stops tracking, so a long lag does
+    # not feed full collections
+    lag: list[tuple[Any, float | None, float, float, float]] = field(default_factory=list)
     # error-free observations collected for the warm-up fit (kept in `lag` until then)
     warm_n: int = 0
     # recent (fast EWMA) estimates
@@ -77,7 +94,8 @@ class ArmHealth:
     cusum_valid: float = 0.0
     # circuit breaker
     consecutive_errors: int = 0
-    recent_errors: list[int] = field(default_factory=list)
+    recent_errors: list[int] = field(default_factory=list)  # the last 64 outcomes: 1 = error
+    recent_err_n: int = 0  # their sum
     # quarantine / probing bookkeeping
     until: float = 0.0
     trips: int = 0
@@ -94,6 +112,7 @@ class ArmHealth:
         self.cusum_lat = self.cusum_valid = 0.0
         self.consecutive_errors = 0
         self.recent_errors = []
+        self.recent_err_n = 0
 
     def start_probe(self) -> None:
         """Open a new probe window (empty counters, fresh detectors)."""
@@ -119,7 +138,10 @@ class ArmHealth:
         d["w_lat"] = [float(v) for v in self.w[0]]
         d["w_val"] = [float(v) for v in self.w[1]]
         # arrays are packed (base64 float64: exact, and cheap to snapshot every 1000 feedbacks)
-        d["w_cov"] = pack_array(self.w_cov)
+        d["m2"] = [float(v) for v in self.m2]
+        del d["inv_m2"]
+        d["cal_lat"] = list(self.cal_lat)
+        d["cal_val"] = list(self.cal_val)
         width = max((len(r[0]) for r in self.lag), default=0)
         xs = np.zeros((len(self.lag), width))
         for i, r in enumerate(self.lag):
@@ -129,6 +151,8 @@ class ArmHealth:
             "len": [len(r[0]) for r in self.lag],
             "ll": [r[1] for r in self.lag],
             "y": [r[2] for r in self.lag],
+            "pl": [r[3] for r in self.lag],
+            "pv": [r[4] for r in self.lag],
         }
         d["recent_errors"] = list(self.recent_errors)
         if math.isinf(d["until"]):
@@ -137,15 +161,36 @@ class ArmHealth:
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> ArmHealth:
-        fields_ = {k: v for k, v in s.items() if k not in ("w_lat", "w_val")}
-        h = cls(**fields_)
+        """The inverse of :meth:`to_state`; also reads the states of older releases (whose
+        baselines had no calibration: they start from "trust the model", ``κ = 1``)."""
+        known = {f.name for f in fields(cls)} - {"w", "m2", "inv_m2", "lag"}
+        h = cls(**{k: v for k, v in s.items() if k in known})
+        h.recent_err_n = sum(h.recent_errors)
         h.w = np.array([s["w_lat"], s["w_val"]], dtype=np.float64).reshape(2, -1)
-        h.w_cov = unpack_array(s["w_cov"])
+        d = h.w.shape[1]
+        if "m2" in s:
+            h.m2 = np.array(s["m2"], dtype=np.float64)
+        else:  # an older state: every feature typical
+            h.m2 = np.ones(d)
+            h.d_eff = float(d)
+            h.base_loglat = float(h.w[0, 0]) if d else 0.0
+        h.inv_m2 = 1.0 / h.m2 if len(h.m2) else h.m2.copy()
         lag = s["lag"]
         xs = unpack_array(lag["x"])
+        n = len(lag["len"])
+        pl = lag.get("pl") or [
+            float(h.w[0, : lag["len"][i]].dot(xs[i, : lag["len"][i]])) if d else 0.0
+            for i in range(n)
+        ]
+        pv = lag.get("pv") or [
+            float(h.w[1, : lag["len"][i]].dot(xs[i, : lag["len"][i]])) if d else 0.0
+            for i in range(n)
+        ]
         h.lag = [
-            (xs[i, :n].copy(), ll, y)
-            for i, (n, ll, y) in enumerate(zip(lag["len"], lag["ll"], lag["y"], strict=True))
+            (xs[i, :k].copy(), ll, y, a, b)
+            for i, (k, ll, y, a, b) in enumerate(
+                zip(lag["len"], lag["ll"], lag["y"], pl, pv, strict=True)
+            )
         ]
         return h
 

@@ -1,13 +1,44 @@
-"""An arm's baseline: what *this* request should get from a healthy arm.
+"""An arm's baseline: what *this* request should get from a healthy arm, and how sure of it
+the Guardian may be.
 
-The expected log-latency and validity are linear models of the request's feature vector
-``x`` (rows of ``ArmHealth.w``). They are fitted by least squares once an arm has
+**The models.** The expected log-latency and validity are linear models of the request's
+feature vector ``x`` (rows of ``ArmHealth.w``), fitted by ridge least squares once an arm has
 ``max(min_samples, 10·len(x))`` error-free observations (:func:`collect`, :func:`fit`), then
-tracked by normalized LMS on observations ``baseline_lag`` steps old (:func:`learn`), so a
-change is caught before it leaks into the baseline. :func:`expect` gives each new
-observation its expectations, the models' prediction margins and the recent (fast EWMA)
-residuals the checks confirm a change with. Without ``x`` the models reduce to per-arm
-means (``x = [1]``).
+tracked by normalized LMS on observations ``baseline_lag`` steps old, in mini-batches of
+:data:`BATCH` (:func:`learn`), so a change is caught before it leaks into the baseline.
+Without ``x`` the models reduce to per-arm means (``x = [1]``).
+
+**Calibrated expectations.** A linear model of a logistic or heavy-tailed world is
+misspecified, and a misspecified model can be confident and wrong: fitted on one traffic mix,
+it may promise validity 0.999 to requests of a kind it has rarely seen and that never reach it.
+A change detector that believes such a promise reads the arm's ordinary failures as a
+degradation. So what :func:`expect` hands the checks is not the model's raw prediction but
+a *calibrated* one, built from out-of-sample evidence only:
+
+1. *Held-out calibration.* Every observation is predicted before the models learn from it;
+   those predictions are scored when the observation leaves the lag queue (prequential, i.e.
+   held-out, residuals; at the fit, the leave-one-out residuals ``e/(1 − h)`` of the ridge
+   fit stand in). From them the Guardian keeps, per model, the *calibration slope* ``κ`` of
+   the outcome on the prediction (both centred on the arm's pooled mean; ``κ < 1`` means the
+   model over-reaches, and its predictions are pulled toward the pooled mean by that much),
+   the held-out residual variance of log-latency (the scale the latency CUSUM standardizes
+   with: misfit included, not only noise) and the validity *dispersion* ``φ = E[(y − p)²] /
+   E[p(1 − p)]`` (≥ 1 when the model's errors exceed Bernoulli noise; the validity CUSUM's
+   log-likelihood ratios are divided by it, a quasi-likelihood CUSUM).
+2. *Shrinkage by support.* A request unlike those the models learned from gets a
+   prediction that leans on the arm's pooled mean. With the diagonal leverage
+   ``ℓ = Σ x_j² / E[x_j²]`` (over the arm's recent traffic its mean is ``d_eff``, the number
+   of features seen), the weight of the per-request model is
+   ``1 / (1 + SUPPORT_K · max(ℓ − d_eff, 0) / n)``: ``1/count`` for a one-hot feature seen
+   ``count`` times among the last ``n`` observations, so a kind of request seen
+   ``SUPPORT_K`` times counts half, a typical one fully, a never-seen one hardly at all.
+   ``ℓ / n`` also gives the prediction's standard-error margin.
+3. *Bounded evidence.* The expected failure rate of a request is at least
+   ``1/FAILURE_FLOOR_RATIO`` of the arm's pooled failure rate: however confident the model,
+   one failure weighs a bounded amount.
+
+A real change moves every request of the arm at once, so it still trips fast; a model that is
+wrong where it has no support does not. ``benchmarks/guardian.py --families`` measures both.
 
 Examples
 --------
@@ -16,8 +47,8 @@ Examples
 >>> h = ArmHealth()
 >>> for i in range(20):
 ...     collect(h, np.ones(1), ll=5.0 + (i % 2) / 10, y=1.0, min_samples=20)
->>> h.base_ready, round(float(h.w[0, 0]), 3)
-(True, 5.05)
+>>> h.base_ready, round(float(h.w[0, 0]), 3), round(h.base_loglat, 3)
+(True, 5.05, 5.05)
 """
 
 from __future__ import annotations
@@ -29,41 +60,60 @@ import numpy as np
 
 from routewise.controller.guardian.base import ArmHealth
 
-__all__ = ["collect", "expect", "fit", "fit_to", "learn"]
+__all__ = ["BATCH", "FAILURE_FLOOR_RATIO", "SUPPORT_K", "collect", "expect", "fit", "learn"]
+
+#: observations learned per mini-batch once they leave the lag queue (amortizes numpy calls)
+BATCH = 16
+#: a request kind seen this many times weighs half toward its per-request prediction
+SUPPORT_K = 20.0
+#: a request's expected failure rate is at least the arm's pooled one divided by this
+FAILURE_FLOOR_RATIO = 4.0
+_KAPPA_PRIOR = 4.0  # pseudo-observations pulling the calibration slope toward 1
+_M2_UNSEEN = 1e-3  # second moment of a feature first seen after the fit: almost no support
 
 
 def fit_to(h: ArmHealth, x: Any) -> Any:
     """``x`` with the models' length: pad a short (older) vector with zeros; for a longer one
-    (a feature first seen after the fit) grow the models with zero weights."""
+    (a feature first seen after the fit) grow the models with zero weights (and no support)."""
     d = h.w.shape[1]
     if len(x) == d:
         return x
     if len(x) < d:
         return np.concatenate([x, np.zeros(d - len(x))])
-    h.w = np.hstack([h.w, np.zeros((2, len(x) - d))])
+    grow = len(x) - d
+    h.w = np.hstack([h.w, np.zeros((2, grow))])
+    h.inv_m2 = np.concatenate([h.inv_m2, np.full(grow, 1.0 / _M2_UNSEEN)])
+    h.m2 = np.concatenate([h.m2, np.full(grow, _M2_UNSEEN)])
     return x
 
 
 def expect(h: ArmHealth, xs: Any, ll: float, y: float, is_err: bool, fast_alpha: float) -> Any:
-    """Set ``h``'s expectations and margins for the observation ``(xs, ll, y)`` and fold its
-    residuals into the recent EWMAs; returns ``xs`` fitted to the models' length."""
+    """Set ``h``'s calibrated expectations and margins for the observation ``(xs, ll, y)``
+    and fold its residuals into the recent EWMAs; returns ``xs`` fitted to the models' length.
+    """
     if len(xs) != h.w.shape[1]:
         xs = fit_to(h, xs)
     # (plain floats from here on: the same IEEE operations as on numpy scalars,
     # without their per-operation overhead)
-    exp_loglat, exp_valid = h.w.dot(xs).tolist()  # .dot: same gemv as @, cheaper
-    h.exp_loglat = exp_loglat
-    h.exp_valid = min(max(exp_valid, 0.01), 0.999)
-    kc = h.w_cov.shape[0]
-    xc = xs if len(xs) == kc else xs[:kc]
-    # leverage of this request, shrinking as the models keep learning after the fit
-    q = float(xc.dot(h.w_cov.dot(xc))) * h.fit_n / max(h.base_n, h.fit_n, 1.0)
-    h.lat_margin = math.sqrt(max(h.base_loglat_var * q, 0.0))
-    h.val_margin = math.sqrt(max(h.exp_valid * (1.0 - h.exp_valid), 1e-4) * q)
+    raw_l, raw_v = h.w.dot(xs).tolist()  # .dot: same gemv as @, cheaper
+    h.raw_loglat, h.raw_valid = raw_l, raw_v
+    # diagonal leverage Σ x_j² / E[x_j²] (its mean over the arm's traffic is d_eff); what
+    # exceeds the typical, over n, is 1/count for a one-hot feature seen count times
+    lev = float((xs * xs).dot(h.inv_m2))
+    n = h.base_n
+    trust = 1.0 / (1.0 + SUPPORT_K * max(lev - h.d_eff, 0.0) / n)
+    q = lev / n
+    bl, bv = h.base_loglat, h.base_valid
+    h.exp_loglat = bl + h.kappa_lat * trust * (raw_l - bl)
+    ev = bv + h.kappa_val * trust * (raw_v - bv)
+    ceiling = 1.0 - (1.0 - bv) / FAILURE_FLOOR_RATIO
+    h.exp_valid = ev = min(max(ev, 0.01), ceiling, 0.999)
+    h.lat_margin = math.sqrt(h.base_loglat_var * q)
+    h.val_margin = math.sqrt(max(ev * (1.0 - ev), 1e-4) * q)
     a = fast_alpha
     if not is_err:
         h.recent_loglat += a * ((ll - h.exp_loglat) - h.recent_loglat)
-    h.recent_valid += a * ((y - h.exp_valid) - h.recent_valid)
+    h.recent_valid += a * ((y - ev) - h.recent_valid)
     return xs
 
 
@@ -75,7 +125,7 @@ def collect(h: ArmHealth, xs: Any, ll: float | None, y: float, min_samples: int)
     leaving first (an arm whose every outcome is an error never reaches the fit, and must not
     grow its warm-up batch — nor its snapshot — without end)."""
     need = max(min_samples, 10 * len(xs))
-    h.lag.append((xs, ll, y))
+    h.lag.append((xs, ll, y, 0.0, 0.0))
     h.warm_n += 0 if ll is None else 1
     if len(h.lag) > 4 * need:
         dropped = h.lag.pop(0)
@@ -84,8 +134,18 @@ def collect(h: ArmHealth, xs: Any, ll: float | None, y: float, min_samples: int)
         fit(h)
 
 
+def _slope(sxy: float, sxx: float, n: float) -> float:
+    """The calibration slope from centred cross/second moments over ``n`` observations,
+    shrunk toward 1 by a small prior and kept in [0, 1] (a model may be trusted less than its
+    own word, never more)."""
+    return min(
+        max((n * sxy + _KAPPA_PRIOR * sxx) / (n * sxx + _KAPPA_PRIOR * sxx + 1e-12), 0.0), 1.0
+    )
+
+
 def fit(h: ArmHealth) -> None:
-    """Least-squares fit of the context models on the warm-up batch (ridge-stabilized)."""
+    """Ridge fit of the context models on the warm-up batch, with leave-one-out residuals as
+    the first held-out calibration evidence."""
     d = max(len(r[0]) for r in h.lag)
     X = np.zeros((len(h.lag), d))
     for i, r in enumerate(h.lag):
@@ -95,23 +155,40 @@ def fit(h: ArmHealth) -> None:
     ll = np.array([r[1] if r[1] is not None else 0.0 for r in h.lag], dtype=np.float64)
     reg = 1.0 * np.eye(d)
     reg[0, 0] = 1e-6  # do not shrink the intercept
-    # one Gram matrix for both models when no observation is an error (the same product
-    # on the same data: the same bits), so the large BLAS calls happen once, not thrice
     gram = X.T @ X + reg
     if ok.all():
         Xl, ll_ok, gram_l = X, ll, gram
     else:
         Xl, ll_ok = X[ok], ll[ok]
         gram_l = Xl.T @ Xl + reg
-    w_lat = np.linalg.solve(gram_l, Xl.T @ ll_ok)
-    w_val = np.linalg.solve(gram, X.T @ yv)
-    h.w_cov = np.linalg.inv(gram)
-    resid = ll_ok - Xl @ w_lat
+    cov_l = np.linalg.inv(gram_l)
+    cov = cov_l if ok.all() else np.linalg.inv(gram)
+    w_lat = cov_l @ (Xl.T @ ll_ok)
+    w_val = cov @ (X.T @ yv)
     h.w = np.vstack([w_lat, w_val])
-    h.base_loglat_var = float(resid @ resid / max(len(resid) - 1, 1))
-    h.base_valid = float((yv.sum() + 0.5) / (len(yv) + 1.0))  # Jeffreys-smoothed
-    h.base_n = float(len(yv))
-    h.fit_n = float(len(yv))
+    # leave-one-out predictions: y − e/(1 − h_ii), the fit's own held-out residuals
+    lev_l = np.minimum(np.einsum("ij,jk,ik->i", Xl, cov_l, Xl), 0.99)
+    lev = lev_l if ok.all() else np.minimum(np.einsum("ij,jk,ik->i", X, cov, X), 0.99)
+    loo_l = ll_ok - (ll_ok - Xl @ w_lat) / (1.0 - lev_l)
+    loo_v = yv - (yv - X @ w_val) / (1.0 - lev)
+    n = float(len(yv))
+    h.base_n = h.fit_n = n
+    h.base_loglat = float(ll_ok.mean())
+    h.base_valid = float((yv.sum() + 0.5) / (n + 1.0))  # Jeffreys-smoothed
+    m2 = (X * X).mean(axis=0)
+    _set_m2(h, m2)
+    dl, dv = loo_l - h.base_loglat, loo_v - h.base_valid
+    h.cal_lat = [float(dl @ (ll_ok - h.base_loglat)) / len(dl), float(dl @ dl) / len(dl)]
+    h.cal_val = [float(dv @ (yv - h.base_valid)) / n, float(dv @ dv) / n]
+    h.kappa_lat = _slope(h.cal_lat[0], h.cal_lat[1], n)
+    h.kappa_val = _slope(h.cal_val[0], h.cal_val[1], n)
+    cl = h.base_loglat + h.kappa_lat * dl
+    cv = np.clip(h.base_valid + h.kappa_val * dv, 0.01, 0.999)
+    rl = ll_ok - cl
+    h.base_loglat_var = float(rl @ rl / max(len(rl) - 1, 1))
+    h.val_sq = float(((yv - cv) ** 2).mean())
+    h.val_pq = float((cv * (1.0 - cv)).mean())
+    h.val_disp = dispersion(h)
     h.base_ready = True
     h.recent_loglat = 0.0
     h.recent_valid = 0.0
@@ -121,28 +198,81 @@ def fit(h: ArmHealth) -> None:
 def learn(
     h: ArmHealth, xs: Any, ll: float | None, y: float, baseline_lag: int, slow_alpha: float
 ) -> None:
-    """Queue the observation (``ll`` is ``None`` for an error) and learn from the one
-    ``baseline_lag`` steps old.
+    """Queue the observation (``ll`` is ``None`` for an error) with the predictions it was
+    checked against, and learn from the oldest :data:`BATCH` once the queue is
+    ``baseline_lag + BATCH`` long.
 
-    The lag means a change is detected before it can leak into the baseline (and there is
-    no selection bias: every observation of a healthy arm eventually counts). Step 1/n while
-    the baseline is young, then slow exponential tracking (normalized LMS on the models)."""
-    h.lag.append((xs, ll, y))
-    if len(h.lag) <= baseline_lag:
-        return
-    old_x, old_ll, old_y = h.lag.pop(0)
-    if len(old_x) != h.w.shape[1]:
-        old_x = fit_to(h, old_x)
-    h.base_n = min(h.base_n + 1.0, 1.0 / slow_alpha)
-    step = 1.0 / h.base_n
-    norm = float(old_x.dot(old_x)) or 1.0
-    pred_ll, pred_v = h.w.dot(old_x).tolist()
-    err = (old_ll if old_ll is not None else pred_ll) - pred_ll
-    err_v = old_y - pred_v
-    # w += outer(c·[err, err_v], x), written without np.outer's temporaries; every
-    # element is still the product (c·e_i)·x_j added once, so the bits are the same
-    c = step / norm
-    h.w += np.array([[c * err], [c * err_v]]) * old_x
-    if old_ll is not None:
-        h.base_loglat_var = (1 - step) * (h.base_loglat_var + step * err * err)
-    h.base_valid += step * (old_y - h.base_valid)
+    The lag means a change is detected before it can leak into the baseline (and there is no
+    selection bias: every observation of a healthy arm eventually counts). Step 1/n while the
+    baseline is young, then slow exponential tracking."""
+    h.lag.append((xs, ll, y, h.raw_loglat, h.raw_valid))
+    if len(h.lag) >= baseline_lag + BATCH:
+        _learn_batch(h, BATCH, slow_alpha)
+
+
+def _learn_batch(h: ArmHealth, k: int, slow_alpha: float) -> None:
+    """One mini-batch: normalized LMS on the models, the pooled means, the second moments of
+    the features, and the held-out calibration statistics of the batch's predictions."""
+    batch, h.lag = h.lag[:k], h.lag[k:]
+    d = h.w.shape[1]
+    X = np.zeros((k, d))
+    for i, r in enumerate(batch):
+        x = r[0]
+        if len(x) == d:
+            X[i] = x
+        else:
+            X[i, : min(len(x), d)] = x[:d]
+    okm = np.array([r[1] is not None for r in batch])
+    n_ok = int(okm.sum())
+    llv = np.array([r[1] if r[1] is not None else 0.0 for r in batch])
+    yv = np.array([r[2] for r in batch])
+    # a batch of k steps of weight s weighs 1 − (1 − s)^k
+    h.base_n = min(h.base_n + k, 1.0 / slow_alpha)
+    s = 1.0 / h.base_n
+    wb = 1.0 - (1.0 - s) ** k
+    pred = X @ h.w.T  # (k, 2): what the models say now
+    err_v = yv - pred[:, 1]
+    err_l = np.where(okm, llv - pred[:, 0], 0.0)  # an error teaches no latency
+    norm = np.einsum("ij,ij->i", X, X)
+    norm[norm == 0.0] = 1.0
+    c = s / norm
+    h.w += np.vstack([c * err_l, c * err_v]) @ X
+    _set_m2(h, h.m2 + wb * ((X * X).mean(axis=0) - h.m2))
+    # held-out calibration: the predictions each observation was checked against
+    bl, bv = h.base_loglat, h.base_valid
+    raw_l = np.array([r[3] for r in batch])
+    raw_v = np.array([r[4] for r in batch])
+    dv = raw_v - bv
+    h.cal_val[0] += wb * (float(dv @ (yv - bv)) / k - h.cal_val[0])
+    h.cal_val[1] += wb * (float(dv @ dv) / k - h.cal_val[1])
+    h.kappa_val = _slope(h.cal_val[0], h.cal_val[1], h.base_n)
+    cv = np.clip(bv + h.kappa_val * dv, 0.01, 0.999)
+    h.val_sq += wb * (float(((yv - cv) ** 2).mean()) - h.val_sq)
+    h.val_pq += wb * (float((cv * (1.0 - cv)).mean()) - h.val_pq)
+    h.val_disp = dispersion(h)
+    h.base_valid += wb * (float(yv.mean()) - bv)
+    if n_ok:
+        lo = llv[okm]
+        dl = raw_l[okm] - bl
+        wl = 1.0 - (1.0 - s) ** n_ok
+        h.cal_lat[0] += wl * (float(dl @ (lo - bl)) / n_ok - h.cal_lat[0])
+        h.cal_lat[1] += wl * (float(dl @ dl) / n_ok - h.cal_lat[1])
+        h.kappa_lat = _slope(h.cal_lat[0], h.cal_lat[1], h.base_n)
+        rl = lo - (bl + h.kappa_lat * dl)
+        h.base_loglat_var += wl * (float(rl @ rl) / n_ok - h.base_loglat_var)
+        h.base_loglat += wl * (float(lo.mean()) - bl)
+
+
+def _set_m2(h: ArmHealth, m2: Any) -> None:
+    """The features' second moments (floored: an unseen feature has almost no support), their
+    inverses and the number of features seen."""
+    h.d_eff = float((m2 > _M2_UNSEEN).sum())
+    h.m2 = np.maximum(m2, _M2_UNSEEN)
+    h.inv_m2 = 1.0 / h.m2
+
+
+def dispersion(h: ArmHealth) -> float:
+    """The validity model's held-out dispersion ``E[(y − p)²] / E[p(1 − p)]``, in [1, 4]."""
+    if h.val_pq <= 0.0:
+        return 1.0
+    return min(max(h.val_sq / h.val_pq, 1.0), 4.0)

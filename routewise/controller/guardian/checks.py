@@ -28,6 +28,9 @@ from routewise.errors import ConfigError
 __all__ = ["ErrorBurstCheck", "LatencyCheck", "ValidityCheck", "default_checks"]
 
 
+_STEP_MAX = 5.0  # the most one observation may add to the latency CUSUM (threshold 24)
+
+
 def _log_latency(ms: float) -> float:
     return math.log(max(ms, 0.01))
 
@@ -63,7 +66,8 @@ class LatencyCheck:
         base = health.exp_loglat + health.lat_margin
         shift = math.log(self.design_ratio) / sd
         z = (_log_latency(obs.latency_ms) - base) / sd
-        health.cusum_lat = max(0.0, health.cusum_lat + z - shift / 2.0)
+        # winsorized: one heavy-tailed outlier adds at most _STEP_MAX to the evidence
+        health.cusum_lat = max(0.0, health.cusum_lat + min(z - shift / 2.0, _STEP_MAX))
         excess = health.recent_loglat  # EWMA of log-latency residuals (observed − expected)
         if health.cusum_lat > self.threshold and excess > math.log(self.ratio):
             return Trip(
@@ -128,7 +132,8 @@ class ValidityCheck:
         p1 = max(p0 - self.design_drop, 0.005)
         y = obs.valid and obs.error is None
         llr = math.log(p1 / p0) if y else math.log((1.0 - p1) / (1.0 - p0))
-        health.cusum_valid = max(0.0, health.cusum_valid + llr)
+        # quasi-likelihood: a model whose held-out errors exceed Bernoulli noise weighs less
+        health.cusum_valid = max(0.0, health.cusum_valid + llr / health.val_disp)
         # recent_valid: EWMA of validity residuals (observed − expected)
         if health.cusum_valid > self.threshold and health.recent_valid < -(1.0 - self.ratio) * pb:
             return Trip(
@@ -178,6 +183,8 @@ class ErrorBurstCheck:
     def __call__(self, health: ArmHealth, obs: Observation) -> Trip | None:
         if health.consecutive_errors >= self.consecutive:
             return Trip("error_burst", {"consecutive_errors": health.consecutive_errors})
+        if health.recent_err_n < self.rate * min(self.window, 64):
+            return None  # too few errors among the last 64 outcomes for any window to trip
         w = health.recent_errors[-self.window :]
         if len(w) >= self.window and sum(w) / len(w) >= self.rate:
             return Trip("error_rate", {"error_rate": round(sum(w) / len(w), 4), "window": len(w)})

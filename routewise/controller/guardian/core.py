@@ -45,6 +45,10 @@ class Guardian:
     decay_on_trip
         Factor ∈ [0, 1] the policy's memory of a tripped arm is scaled by (0 resets it), so it
         re-learns the arm after the change.
+    decay_on_recover
+        Factor ∈ [0, 1] the policy's memory of an arm is scaled by when it passes probing:
+        what the policy learned from the arm during the incident (the outcomes before the trip
+        and the failed probes) no longer describes it, and must not keep the policy away.
     fast_alpha, slow_alpha
         EWMA weights of the recent estimates and of the baseline tracking.
     baseline_lag
@@ -80,6 +84,7 @@ class Guardian:
         probe_n: int = 20,
         max_out_share: float = 0.5,
         decay_on_trip: float = 0.1,
+        decay_on_recover: float = 0.1,
         fast_alpha: float = 0.05,
         slow_alpha: float = 0.002,
         baseline_lag: int = 100,
@@ -96,6 +101,10 @@ class Guardian:
             raise ConfigError("guardian.max_out_share", f"must be in (0, 1), got {max_out_share!r}")
         if not 0 <= decay_on_trip <= 1:
             raise ConfigError("guardian.decay_on_trip", f"must be in [0, 1], got {decay_on_trip!r}")
+        if not 0 <= decay_on_recover <= 1:
+            raise ConfigError(
+                "guardian.decay_on_recover", f"must be in [0, 1], got {decay_on_recover!r}"
+            )
         self.checks: list[Check] = list(checks) if checks is not None else default_checks()
         self.min_samples = min_samples
         self.cooldown_s = cooldown_s
@@ -104,13 +113,15 @@ class Guardian:
         self.probe_n = probe_n
         self.max_out_share = max_out_share
         self.decay_on_trip = decay_on_trip
+        self.decay_on_recover = decay_on_recover
         self.fast_alpha = fast_alpha
         self.slow_alpha = slow_alpha
         self.baseline_lag = baseline_lag
         self._health: dict[str, ArmHealth] = {}
         self._pinned: str | None = None
         self._n_out = 0
-        #: called with (arm, factor) when a trip should shrink the policy's memory of an arm
+        #: called with (arm, factor) when a transition should shrink the policy's memory of an
+        #: arm: a trip (``decay_on_trip``) and a passed probe (``decay_on_recover``)
         self.on_trip: Callable[[str, float], None] | None = None
 
     # ------------------------------------------------------------------ arms
@@ -231,10 +242,17 @@ class Guardian:
         y = 1.0 if (valid and error is None) else 0.0
         is_err = error is not None
         # circuit breaker counters
-        h.consecutive_errors = h.consecutive_errors + 1 if is_err else 0
-        h.recent_errors.append(1 if is_err else 0)
-        if len(h.recent_errors) > 64:
-            del h.recent_errors[: len(h.recent_errors) - 64]
+        recent = h.recent_errors
+        if is_err:
+            h.consecutive_errors += 1
+            h.recent_err_n += 1
+            recent.append(1)
+        else:
+            h.consecutive_errors = 0
+            recent.append(0)
+        if len(recent) > 64:
+            h.recent_err_n -= recent[0]
+            del recent[0]
         ll = math.log(max(latency_ms, 0.01))  # checks._log_latency, inlined
         h.n += 1
         if h.base_ready:
@@ -322,6 +340,8 @@ class Guardian:
         h.trips = max(h.trips - 1, 0)
         h.cusum_lat = h.cusum_valid = 0.0
         h.recent_loglat = h.recent_valid = 0.0
+        if self.on_trip is not None and self.decay_on_recover < 1.0:
+            self.on_trip(arm, self.decay_on_recover)
         return [GuardianEvent(ts, arm, "probing", "healthy", "probe_passed", evidence)]
 
     def _probe_failed(
@@ -412,6 +432,7 @@ class Guardian:
             "probe_n": self.probe_n,
             "max_out_share": self.max_out_share,
             "decay_on_trip": self.decay_on_trip,
+            "decay_on_recover": self.decay_on_recover,
             "fast_alpha": self.fast_alpha,
             "slow_alpha": self.slow_alpha,
             "baseline_lag": self.baseline_lag,
