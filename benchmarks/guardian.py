@@ -23,11 +23,34 @@ from its outcome distribution under the ``balanced`` reward.
 
     python benchmarks/guardian.py                # full run (~3–5 min on 2 cores)
     python benchmarks/guardian.py --seeds 5 --stationary-rounds 20000 --after 2000   # quick
+
+Two further studies run instead of the three tables when asked for (issue 17):
+
+``--families`` — the Guardian on environment families it was not tuned on (``_families.py``:
+random logistic validity surfaces with interactions, heteroscedastic and Pareto latency,
+validity near 0.999 and near 0.6, a slowly drifting traffic mix, bursty errors), 20 seeds
+each: false quarantines in stationary runs of the ``default``, ``linucb`` and ``squarecb``
+policies (per 100k decisions; ``cap_reached`` trips apart), detection delay of a 2× latency
+jump and a 20-point validity drop of the preferred arm, and regret over the ``--after`` rounds
+after the preferred arm degrades (at ``--change-at``) with vs without the Guardian. One table,
+one row per family (``_families_study.py`` documents the measurements). Runs over
+``--workers`` processes; the full run is about 5M decisions (~15 min on 2 free cores).
+
+``--recovery`` — the shipped ``degradation`` scenario (degradation at 40 %, recovery at 75 % of
+a 50k-round run): each policy's share on the recovered backend over the last 5k rounds
+against the oracle's share there, and before the degradation for context.
+
+    python benchmarks/guardian.py --families --workers 2                 # full study
+    python benchmarks/guardian.py --families --only-family logistic --families-seeds 2
+    python benchmarks/guardian.py --recovery --recovery-seeds 5
+
+(quick looks: add ``--families-rounds 2000 --change-at 1500 --after 1500``.)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -41,6 +64,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, quiet_logs, write_json
+from _families import FAMILIES
 
 import routewise as rw
 from routewise.reward import get_reward
@@ -290,6 +314,63 @@ def regret_table(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     }
 
 
+def families_study(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    """``--families``: run the plan over ``--workers`` processes, print the table, return."""
+    from _families_study import Plan, execute, families_table, run_task, summarize
+
+    plan = Plan(
+        families=tuple(args.only_family or FAMILIES),
+        seeds=args.families_seeds,
+        rounds=args.families_rounds,
+        warmup=args.change_at,
+        after=args.after,
+    )
+    t0 = time.perf_counter()
+    results = execute(plan.tasks(), args.workers, run_task, console, "families")
+    per = summarize(results, plan)
+    wall = time.perf_counter() - t0
+    console.print(families_table(per, plan))
+    worst = max(per, key=lambda n: per[n]["stationary"]["per_100k"])
+    w = per[worst]["stationary"]
+    console.print(
+        f"worst family for false quarantines: {worst} — {w['quarantines']} in "
+        f"{w['decisions']:,} stationary decisions ({w['per_100k']:.2f} per 100k). Delays are "
+        "requests on the affected arm (median / p90 over the seeds that tripped). "
+        f"[dim]{wall:.0f} s wall, {args.workers} workers, "
+        f"{sum(r[2] for r in results):.0f} s of runs[/]"
+    )
+    return {"plan": dataclasses.asdict(plan), "wall_s": wall, "per_family": per}
+
+
+def recovery_study(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    """``--recovery``: the degradation scenario per policy and seed; print the table."""
+    from _families_study import (
+        POLICIES,
+        execute,
+        recovery_run,
+        recovery_summary,
+        recovery_table,
+        recovery_window,
+    )
+
+    from routewise.simulations import load_scenario
+
+    rounds = args.recovery_rounds
+    window = recovery_window(rounds)
+    tasks = [("recovery", p, s, rounds) for p in POLICIES for s in range(args.recovery_seeds)]
+    t0 = time.perf_counter()
+    results = execute(tasks, args.workers, recovery_run, console, "recovery", lambda t: t[3])
+    per = recovery_summary(results)
+    wall = time.perf_counter() - t0
+    target = ", ".join(next(e for e in load_scenario("degradation").events).targets)
+    console.print(recovery_table(per, args.recovery_seeds, rounds, window, target))
+    console.print(
+        "oracle = the per-request best arm; ratio = policy share / oracle share over the last "
+        f"{window:,} rounds (means over seeds). [dim]{wall:.0f} s wall[/]"
+    )
+    return {"rounds": rounds, "window": window, "wall_s": wall, "per_policy": per}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -313,10 +394,32 @@ def main(argv: list[str] | None = None) -> int:
         "--latency-mult", type=float, default=3.0, help="latency factor of the degraded arm"
     )
     ap.add_argument("--out", default=None)
+    study = ap.add_argument_group("issue-17 studies (instead of the three tables)")
+    study.add_argument("--families", action="store_true", help="the environment-family study")
+    study.add_argument("--recovery", action="store_true", help="return after recovery")
+    study.add_argument("--families-seeds", type=int, default=20, help="seeds per family")
+    study.add_argument(
+        "--families-rounds", type=int, default=5000, help="decisions per stationary run"
+    )
+    study.add_argument(
+        "--only-family", action="append", choices=sorted(FAMILIES), help="repeatable"
+    )
+    study.add_argument("--workers", type=int, default=2, help="processes (1: in this one)")
+    study.add_argument("--recovery-seeds", type=int, default=5)
+    study.add_argument("--recovery-rounds", type=int, default=50_000)
     args = ap.parse_args(argv)
     quiet_logs()
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 220)
     results: dict[str, Any] = {"config": vars(args), "environment": environment()}
+    if args.families or args.recovery:
+        if args.families:
+            results["families"] = families_study(args, console)
+        if args.recovery:
+            results["recovery"] = recovery_study(args, console)
+        prefix = "guardian-" + "-".join(k for k in ("families", "recovery") if getattr(args, k))
+        path = write_json(prefix, results, args.out)
+        console.print(f"results written to {path}")
+        return 0
     results["detection"] = detection_table(args, console)
     results["false_quarantines"] = false_quarantine_table(args, console)
     results["regret_after_degradation"] = regret_table(args, console)

@@ -26,12 +26,18 @@ __all__ = ["ArmHealth", "Check", "Observation", "ProbeWindow", "Trip"]
 
 @dataclass(slots=True)
 class Observation:
-    """One outcome as the Guardian sees it."""
+    """One outcome as the Guardian sees it (``log_latency``: ``log(max(latency_ms, 0.01))``,
+    computed once by the Guardian for every check)."""
 
     valid: bool
     latency_ms: float
     error: str | None
     ts: float
+    log_latency: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.log_latency == 0.0:
+            self.log_latency = math.log(max(self.latency_ms, 0.01))
 
 
 @dataclass(slots=True, frozen=True)
@@ -53,6 +59,7 @@ class ArmHealth:
     base_loglat: float = 0.0  # the arm's pooled mean log-latency and validity
     base_valid: float = 0.0
     base_loglat_var: float = 0.0  # held-out variance of log-latency residuals (misfit included)
+    lat_sd: float = 0.01  # its square root (at least 0.01), what the latency check divides by
     base_n: float = 0.0  # effective sample size behind the baseline (caps at 1/slow_alpha)
     # context models: expected log-latency and validity are linear in the request features,
     # so a policy that shifts which requests an arm gets does not look like a degradation
@@ -166,6 +173,7 @@ class ArmHealth:
         known = {f.name for f in fields(cls)} - {"w", "m2", "inv_m2", "lag"}
         h = cls(**{k: v for k, v in s.items() if k in known})
         h.recent_err_n = sum(h.recent_errors)
+        h.lat_sd = math.sqrt(max(h.base_loglat_var, 1e-4))
         h.w = np.array([s["w_lat"], s["w_val"]], dtype=np.float64).reshape(2, -1)
         d = h.w.shape[1]
         if "m2" in s:

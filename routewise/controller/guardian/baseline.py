@@ -101,18 +101,23 @@ def expect(h: ArmHealth, xs: Any, ll: float, y: float, is_err: bool, fast_alpha:
     # exceeds the typical, over n, is 1/count for a one-hot feature seen count times
     lev = float((xs * xs).dot(h.inv_m2))
     n = h.base_n
-    trust = 1.0 / (1.0 + SUPPORT_K * max(lev - h.d_eff, 0.0) / n)
-    q = lev / n
+    excess = lev - h.d_eff
+    trust = 1.0 / (1.0 + SUPPORT_K * excess / n) if excess > 0.0 else 1.0
+    sq = math.sqrt(lev / n)  # the prediction's standard error, in units of the noise's
     bl, bv = h.base_loglat, h.base_valid
-    h.exp_loglat = bl + h.kappa_lat * trust * (raw_l - bl)
+    el = h.exp_loglat = bl + h.kappa_lat * trust * (raw_l - bl)
     ev = bv + h.kappa_val * trust * (raw_v - bv)
     ceiling = 1.0 - (1.0 - bv) / FAILURE_FLOOR_RATIO
-    h.exp_valid = ev = min(max(ev, 0.01), ceiling, 0.999)
-    h.lat_margin = math.sqrt(h.base_loglat_var * q)
-    h.val_margin = math.sqrt(max(ev * (1.0 - ev), 1e-4) * q)
+    if ev > ceiling:
+        ev = ceiling
+    ev = 0.01 if ev < 0.01 else 0.999 if ev > 0.999 else ev
+    h.exp_valid = ev
+    h.lat_margin = h.lat_sd * sq
+    pq = ev * (1.0 - ev)
+    h.val_margin = math.sqrt(pq if pq > 1e-4 else 1e-4) * sq
     a = fast_alpha
     if not is_err:
-        h.recent_loglat += a * ((ll - h.exp_loglat) - h.recent_loglat)
+        h.recent_loglat += a * ((ll - el) - h.recent_loglat)
     h.recent_valid += a * ((y - ev) - h.recent_valid)
     return xs
 
@@ -186,6 +191,7 @@ def fit(h: ArmHealth) -> None:
     cv = np.clip(h.base_valid + h.kappa_val * dv, 0.01, 0.999)
     rl = ll_ok - cl
     h.base_loglat_var = float(rl @ rl / max(len(rl) - 1, 1))
+    h.lat_sd = math.sqrt(max(h.base_loglat_var, 1e-4))
     h.val_sq = float(((yv - cv) ** 2).mean())
     h.val_pq = float((cv * (1.0 - cv)).mean())
     h.val_disp = dispersion(h)
@@ -215,52 +221,52 @@ def _learn_batch(h: ArmHealth, k: int, slow_alpha: float) -> None:
     the features, and the held-out calibration statistics of the batch's predictions."""
     batch, h.lag = h.lag[:k], h.lag[k:]
     d = h.w.shape[1]
-    X = np.zeros((k, d))
-    for i, r in enumerate(batch):
-        x = r[0]
-        if len(x) == d:
-            X[i] = x
-        else:
-            X[i, : min(len(x), d)] = x[:d]
-    okm = np.array([r[1] is not None for r in batch])
+    if all(len(r[0]) == d for r in batch):
+        X = np.array([r[0] for r in batch])
+    else:  # a feature first seen inside the lag: pad (or cut, for an older, longer model)
+        X = np.zeros((k, d))
+        for i, r in enumerate(batch):
+            n = min(len(r[0]), d)
+            X[i, :n] = r[0][:n]
+    # columns: log-latency (NaN for an error), validity, and the raw predictions checked
+    M = np.array([(math.nan if r[1] is None else r[1], r[2], r[3], r[4]) for r in batch])
+    okm = ~np.isnan(M[:, 0])
     n_ok = int(okm.sum())
-    llv = np.array([r[1] if r[1] is not None else 0.0 for r in batch])
-    yv = np.array([r[2] for r in batch])
+    yv = M[:, 1]
     # a batch of k steps of weight s weighs 1 − (1 − s)^k
     h.base_n = min(h.base_n + k, 1.0 / slow_alpha)
     s = 1.0 / h.base_n
     wb = 1.0 - (1.0 - s) ** k
-    pred = X @ h.w.T  # (k, 2): what the models say now
-    err_v = yv - pred[:, 1]
-    err_l = np.where(okm, llv - pred[:, 0], 0.0)  # an error teaches no latency
+    err = M[:, :2] - X @ h.w.T  # (k, 2): against what the models say now
+    err[~okm, 0] = 0.0  # an error teaches no latency
     norm = np.einsum("ij,ij->i", X, X)
     norm[norm == 0.0] = 1.0
-    c = s / norm
-    h.w += np.vstack([c * err_l, c * err_v]) @ X
-    _set_m2(h, h.m2 + wb * ((X * X).mean(axis=0) - h.m2))
+    h.w += (err * (s / norm)[:, None]).T @ X
+    _set_m2(h, h.m2 + wb * (np.einsum("ij,ij->j", X, X) / k - h.m2))
     # held-out calibration: the predictions each observation was checked against
     bl, bv = h.base_loglat, h.base_valid
-    raw_l = np.array([r[3] for r in batch])
-    raw_v = np.array([r[4] for r in batch])
-    dv = raw_v - bv
-    h.cal_val[0] += wb * (float(dv @ (yv - bv)) / k - h.cal_val[0])
-    h.cal_val[1] += wb * (float(dv @ dv) / k - h.cal_val[1])
+    dv = M[:, 3] - bv
+    ey = yv - bv
+    h.cal_val[0] += wb * (float(dv.dot(ey)) / k - h.cal_val[0])
+    h.cal_val[1] += wb * (float(dv.dot(dv)) / k - h.cal_val[1])
     h.kappa_val = _slope(h.cal_val[0], h.cal_val[1], h.base_n)
     cv = np.clip(bv + h.kappa_val * dv, 0.01, 0.999)
-    h.val_sq += wb * (float(((yv - cv) ** 2).mean()) - h.val_sq)
-    h.val_pq += wb * (float((cv * (1.0 - cv)).mean()) - h.val_pq)
+    rv = yv - cv
+    h.val_sq += wb * (float(rv.dot(rv)) / k - h.val_sq)
+    h.val_pq += wb * (float(cv.dot(1.0 - cv)) / k - h.val_pq)
     h.val_disp = dispersion(h)
-    h.base_valid += wb * (float(yv.mean()) - bv)
+    h.base_valid += wb * float(ey.sum()) / k
     if n_ok:
-        lo = llv[okm]
-        dl = raw_l[okm] - bl
+        lo = M[okm, 0] - bl
+        dl = M[okm, 2] - bl
         wl = 1.0 - (1.0 - s) ** n_ok
-        h.cal_lat[0] += wl * (float(dl @ (lo - bl)) / n_ok - h.cal_lat[0])
-        h.cal_lat[1] += wl * (float(dl @ dl) / n_ok - h.cal_lat[1])
+        h.cal_lat[0] += wl * (float(dl.dot(lo)) / n_ok - h.cal_lat[0])
+        h.cal_lat[1] += wl * (float(dl.dot(dl)) / n_ok - h.cal_lat[1])
         h.kappa_lat = _slope(h.cal_lat[0], h.cal_lat[1], h.base_n)
-        rl = lo - (bl + h.kappa_lat * dl)
-        h.base_loglat_var += wl * (float(rl @ rl) / n_ok - h.base_loglat_var)
-        h.base_loglat += wl * (float(lo.mean()) - bl)
+        rl = lo - h.kappa_lat * dl
+        h.base_loglat_var += wl * (float(rl.dot(rl)) / n_ok - h.base_loglat_var)
+        h.lat_sd = math.sqrt(max(h.base_loglat_var, 1e-4))
+        h.base_loglat += wl * float(lo.sum()) / n_ok
 
 
 def _set_m2(h: ArmHealth, m2: Any) -> None:

@@ -31,10 +31,6 @@ __all__ = ["ErrorBurstCheck", "LatencyCheck", "ValidityCheck", "default_checks"]
 _STEP_MAX = 5.0  # the most one observation may add to the latency CUSUM (threshold 24)
 
 
-def _log_latency(ms: float) -> float:
-    return math.log(max(ms, 0.01))
-
-
 class LatencyCheck:
     """Trip when log-latency rose: CUSUM for a ``design_ratio`` shift, confirmed by the
     recent geometric-mean latency exceeding ``ratio`` × baseline. A probe window passes when
@@ -56,20 +52,22 @@ class LatencyCheck:
         self.ratio = ratio
         self.design_ratio = design_ratio
         self.threshold = threshold
+        self._half_shift = math.log(design_ratio) / 2.0  # (the thresholds are fixed at init)
+        self._log_ratio = math.log(ratio)
 
     def __call__(self, health: ArmHealth, obs: Observation) -> Trip | None:
         if not health.base_ready or obs.error is not None:
             return None
-        sd = math.sqrt(max(health.base_loglat_var, 1e-4))
+        sd = health.lat_sd
         # conservative baseline: one standard error above the expectation, so a baseline
-        # learned from few samples does not make ordinary noise look like a shift
-        base = health.exp_loglat + health.lat_margin
-        shift = math.log(self.design_ratio) / sd
-        z = (_log_latency(obs.latency_ms) - base) / sd
+        # learned from few samples does not make ordinary noise look like a shift; the
+        # step is (z − shift/2) in standard deviations, for a design shift log(design_ratio)
+        step = (obs.log_latency - health.exp_loglat - health.lat_margin - self._half_shift) / sd
         # winsorized: one heavy-tailed outlier adds at most _STEP_MAX to the evidence
-        health.cusum_lat = max(0.0, health.cusum_lat + min(z - shift / 2.0, _STEP_MAX))
+        cusum = health.cusum_lat + (step if step < _STEP_MAX else _STEP_MAX)
+        health.cusum_lat = cusum = cusum if cusum > 0.0 else 0.0
         excess = health.recent_loglat  # EWMA of log-latency residuals (observed − expected)
-        if health.cusum_lat > self.threshold and excess > math.log(self.ratio):
+        if cusum > self.threshold and excess > self._log_ratio:
             return Trip(
                 "latency",
                 {
@@ -84,7 +82,7 @@ class LatencyCheck:
     def probe_verdict(self, window: ProbeWindow) -> Trip | None:
         # mean residual against what the (pre-change) models expect for these requests; a
         # window without one error-free probe has no latency to speak for it (excess = inf)
-        if not window.base_ready or window.loglat_excess <= math.log(self.ratio):
+        if not window.base_ready or window.loglat_excess <= self._log_ratio:
             return None
         return Trip(
             "latency",

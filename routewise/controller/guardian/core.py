@@ -237,7 +237,6 @@ class Guardian:
         h = self._health.get(arm)
         if h is None:
             h = self._h(arm)  # raises UnknownArm
-        obs = Observation(valid, latency_ms, error, ts)
         xs = np.asarray(x, dtype=np.float64) if x is not None else _BIAS
         y = 1.0 if (valid and error is None) else 0.0
         is_err = error is not None
@@ -253,7 +252,8 @@ class Guardian:
         if len(recent) > 64:
             h.recent_err_n -= recent[0]
             del recent[0]
-        ll = math.log(max(latency_ms, 0.01))  # checks._log_latency, inlined
+        ll = math.log(max(latency_ms, 0.01))
+        obs = Observation(valid, latency_ms, error, ts, ll)
         h.n += 1
         if h.base_ready:
             xs = baseline.expect(h, xs, ll, y, is_err, self.fast_alpha)
