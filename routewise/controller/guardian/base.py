@@ -85,7 +85,6 @@ class ArmHealth:
     exp_loglat: float = 0.0
     exp_valid: float = 0.0
     lat_margin: float = 0.0
-    val_margin: float = 0.0
     fit_n: float = 0.0  # observations behind the warm-up fit
     # (features, log-latency | None, valid, raw log-latency and validity predictions); tuples
     # of numbers and an array, which the garbage collector stops tracking, so a long lag does
@@ -93,7 +92,9 @@ class ArmHealth:
     lag: list[tuple[Any, float | None, float, float, float]] = field(default_factory=list)
     # error-free observations collected for the warm-up fit (kept in `lag` until then)
     warm_n: int = 0
-    # recent (fast EWMA) estimates
+    # recent (fast EWMA) estimates; ewma_var: an EWMA's variance per unit of noise variance
+    # (α / (2 − α) for the Guardian's fast_alpha α)
+    ewma_var: float = 0.05 / 1.95
     recent_loglat: float = 0.0
     recent_valid: float = 1.0
     # change detectors
@@ -103,6 +104,9 @@ class ArmHealth:
     consecutive_errors: int = 0
     recent_errors: list[int] = field(default_factory=list)  # the last 64 outcomes: 1 = error
     recent_err_n: int = 0  # their sum
+    # P(error | previous error), learned from the lagged healthy history (error persistence)
+    err_persist: float = 0.0
+    lag_last_err: bool = False  # whether the last lagged outcome learned from was an error
     # quarantine / probing bookkeeping
     until: float = 0.0
     trips: int = 0

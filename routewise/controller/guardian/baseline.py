@@ -60,14 +60,27 @@ import numpy as np
 
 from routewise.controller.guardian.base import ArmHealth
 
-__all__ = ["BATCH", "FAILURE_FLOOR_RATIO", "SUPPORT_K", "collect", "expect", "fit", "learn"]
+__all__ = [
+    "BATCH",
+    "FAILURE_FLOOR_RATIO",
+    "PERSIST_MAX",
+    "SUPPORT_K",
+    "collect",
+    "expect",
+    "fit",
+    "learn",
+]
 
 #: observations learned per mini-batch once they leave the lag queue (amortizes numpy calls)
 BATCH = 16
 #: a request kind seen this many times weighs half toward its per-request prediction
-SUPPORT_K = 20.0
+SUPPORT_K = 50.0
 #: a request's expected failure rate is at least the arm's pooled one divided by this
-FAILURE_FLOOR_RATIO = 4.0
+FAILURE_FLOOR_RATIO = 2.0
+#: the error persistence P(error | previous error) is at most this: however bursty an arm's
+#: history, an outage (every request failing) trips it within ~15 requests
+PERSIST_MAX = 0.5
+PERSIST_PRIOR = 5.0  # pseudo-pairs at the arm's error rate behind the warm-up's persistence
 _KAPPA_PRIOR = 4.0  # pseudo-observations pulling the calibration slope toward 1
 _M2_UNSEEN = 1e-3  # second moment of a feature first seen after the fit: almost no support
 
@@ -106,19 +119,19 @@ def expect(h: ArmHealth, xs: Any, ll: float, y: float, is_err: bool, fast_alpha:
     sq = math.sqrt(lev / n)  # the prediction's standard error, in units of the noise's
     bl, bv = h.base_loglat, h.base_valid
     el = h.exp_loglat = bl + h.kappa_lat * trust * (raw_l - bl)
-    ev = bv + h.kappa_val * trust * (raw_v - bv)
+    # (a linear probability beyond [0, 1] is an extrapolation: it counts as certainty, no more)
+    rv = 0.0 if raw_v < 0.0 else 1.0 if raw_v > 1.0 else raw_v
+    ev = bv + h.kappa_val * trust * (rv - bv)
     ceiling = 1.0 - (1.0 - bv) / FAILURE_FLOOR_RATIO
     if ev > ceiling:
         ev = ceiling
     ev = 0.01 if ev < 0.01 else 0.999 if ev > 0.999 else ev
     h.exp_valid = ev
     h.lat_margin = h.lat_sd * sq
-    pq = ev * (1.0 - ev)
-    h.val_margin = math.sqrt(pq if pq > 1e-4 else 1e-4) * sq
-    a = fast_alpha
-    if not is_err:
+    if not is_err:  # an error is neither a latency nor an answer
+        a = fast_alpha
         h.recent_loglat += a * ((ll - el) - h.recent_loglat)
-    h.recent_valid += a * ((y - ev) - h.recent_valid)
+        h.recent_valid += a * ((y - ev) - h.recent_valid)
     return xs
 
 
@@ -160,31 +173,23 @@ def fit(h: ArmHealth) -> None:
     ll = np.array([r[1] if r[1] is not None else 0.0 for r in h.lag], dtype=np.float64)
     reg = 1.0 * np.eye(d)
     reg[0, 0] = 1e-6  # do not shrink the intercept
-    gram = X.T @ X + reg
-    if ok.all():
-        Xl, ll_ok, gram_l = X, ll, gram
-    else:
-        Xl, ll_ok = X[ok], ll[ok]
-        gram_l = Xl.T @ Xl + reg
-    cov_l = np.linalg.inv(gram_l)
-    cov = cov_l if ok.all() else np.linalg.inv(gram)
-    w_lat = cov_l @ (Xl.T @ ll_ok)
-    w_val = cov @ (X.T @ yv)
-    h.w = np.vstack([w_lat, w_val])
+    # both models learn from answered requests only: an error has no latency and is no answer
+    Xl, ll_ok, yl = (X, ll, yv) if ok.all() else (X[ok], ll[ok], yv[ok])
+    cov = np.linalg.inv(Xl.T @ Xl + reg)
+    h.w = cov @ (Xl.T @ np.column_stack([ll_ok, yl]))
+    h.w = np.ascontiguousarray(h.w.T)
     # leave-one-out predictions: y − e/(1 − h_ii), the fit's own held-out residuals
-    lev_l = np.minimum(np.einsum("ij,jk,ik->i", Xl, cov_l, Xl), 0.99)
-    lev = lev_l if ok.all() else np.minimum(np.einsum("ij,jk,ik->i", X, cov, X), 0.99)
-    loo_l = ll_ok - (ll_ok - Xl @ w_lat) / (1.0 - lev_l)
-    loo_v = yv - (yv - X @ w_val) / (1.0 - lev)
-    n = float(len(yv))
+    lev = np.minimum(np.einsum("ij,jk,ik->i", Xl, cov, Xl), 0.99)
+    loo_l = ll_ok - (ll_ok - Xl @ h.w[0]) / (1.0 - lev)
+    loo_v = yl - (yl - Xl @ h.w[1]) / (1.0 - lev)
+    n = float(len(yl))
     h.base_n = h.fit_n = n
     h.base_loglat = float(ll_ok.mean())
-    h.base_valid = float((yv.sum() + 0.5) / (n + 1.0))  # Jeffreys-smoothed
-    m2 = (X * X).mean(axis=0)
-    _set_m2(h, m2)
+    h.base_valid = float((yl.sum() + 0.5) / (n + 1.0))  # Jeffreys-smoothed
+    _set_m2(h, (X * X).mean(axis=0))
     dl, dv = loo_l - h.base_loglat, loo_v - h.base_valid
-    h.cal_lat = [float(dl @ (ll_ok - h.base_loglat)) / len(dl), float(dl @ dl) / len(dl)]
-    h.cal_val = [float(dv @ (yv - h.base_valid)) / n, float(dv @ dv) / n]
+    h.cal_lat = [float(dl @ (ll_ok - h.base_loglat)) / n, float(dl @ dl) / n]
+    h.cal_val = [float(dv @ (yl - h.base_valid)) / n, float(dv @ dv) / n]
     h.kappa_lat = _slope(h.cal_lat[0], h.cal_lat[1], n)
     h.kappa_val = _slope(h.cal_val[0], h.cal_val[1], n)
     cl = h.base_loglat + h.kappa_lat * dl
@@ -192,9 +197,18 @@ def fit(h: ArmHealth) -> None:
     rl = ll_ok - cl
     h.base_loglat_var = float(rl @ rl / max(len(rl) - 1, 1))
     h.lat_sd = math.sqrt(max(h.base_loglat_var, 1e-4))
-    h.val_sq = float(((yv - cv) ** 2).mean())
+    h.val_sq = float(((yl - cv) ** 2).mean())
     h.val_pq = float((cv * (1.0 - cv)).mean())
     h.val_disp = dispersion(h)
+    # the warm-up's ratio, with a prior of PERSIST_PRIOR pairs at the arm's error rate
+    errs = ~ok
+    prev = np.concatenate([[False], errs[:-1]])
+    rate = float(errs.mean())
+    h.err_persist = min(
+        (float((prev & errs).sum()) + PERSIST_PRIOR * rate) / (float(prev.sum()) + PERSIST_PRIOR),
+        PERSIST_MAX,
+    )
+    h.lag_last_err = bool(errs[-1])
     h.base_ready = True
     h.recent_loglat = 0.0
     h.recent_valid = 0.0
@@ -232,41 +246,53 @@ def _learn_batch(h: ArmHealth, k: int, slow_alpha: float) -> None:
     M = np.array([(math.nan if r[1] is None else r[1], r[2], r[3], r[4]) for r in batch])
     okm = ~np.isnan(M[:, 0])
     n_ok = int(okm.sum())
-    yv = M[:, 1]
     # a batch of k steps of weight s weighs 1 − (1 − s)^k
     h.base_n = min(h.base_n + k, 1.0 / slow_alpha)
     s = 1.0 / h.base_n
     wb = 1.0 - (1.0 - s) ** k
     err = M[:, :2] - X @ h.w.T  # (k, 2): against what the models say now
-    err[~okm, 0] = 0.0  # an error teaches no latency
+    err[~okm] = 0.0  # an error teaches neither model
     norm = np.einsum("ij,ij->i", X, X)
     norm[norm == 0.0] = 1.0
     h.w += (err * (s / norm)[:, None]).T @ X
     _set_m2(h, h.m2 + wb * (np.einsum("ij,ij->j", X, X) / k - h.m2))
-    # held-out calibration: the predictions each observation was checked against
+    _learn_persistence(h, ~okm, s)
+    if not n_ok:
+        return
+    # held-out calibration on the answered requests: the predictions each was checked against
+    A = M[okm] if n_ok < k else M
     bl, bv = h.base_loglat, h.base_valid
-    dv = M[:, 3] - bv
-    ey = yv - bv
-    h.cal_val[0] += wb * (float(dv.dot(ey)) / k - h.cal_val[0])
-    h.cal_val[1] += wb * (float(dv.dot(dv)) / k - h.cal_val[1])
+    wl = 1.0 - (1.0 - s) ** n_ok
+    lo, dl = A[:, 0] - bl, A[:, 2] - bl
+    ey, dv = A[:, 1] - bv, A[:, 3] - bv
+    h.cal_lat[0] += wl * (float(dl.dot(lo)) / n_ok - h.cal_lat[0])
+    h.cal_lat[1] += wl * (float(dl.dot(dl)) / n_ok - h.cal_lat[1])
+    h.kappa_lat = _slope(h.cal_lat[0], h.cal_lat[1], h.base_n)
+    rl = lo - h.kappa_lat * dl
+    h.base_loglat_var += wl * (float(rl.dot(rl)) / n_ok - h.base_loglat_var)
+    h.lat_sd = math.sqrt(max(h.base_loglat_var, 1e-4))
+    h.base_loglat += wl * float(lo.sum()) / n_ok
+    h.cal_val[0] += wl * (float(dv.dot(ey)) / n_ok - h.cal_val[0])
+    h.cal_val[1] += wl * (float(dv.dot(dv)) / n_ok - h.cal_val[1])
     h.kappa_val = _slope(h.cal_val[0], h.cal_val[1], h.base_n)
     cv = np.clip(bv + h.kappa_val * dv, 0.01, 0.999)
-    rv = yv - cv
-    h.val_sq += wb * (float(rv.dot(rv)) / k - h.val_sq)
-    h.val_pq += wb * (float(cv.dot(1.0 - cv)) / k - h.val_pq)
+    rv = A[:, 1] - cv
+    h.val_sq += wl * (float(rv.dot(rv)) / n_ok - h.val_sq)
+    h.val_pq += wl * (float(cv.dot(1.0 - cv)) / n_ok - h.val_pq)
     h.val_disp = dispersion(h)
-    h.base_valid += wb * float(ey.sum()) / k
-    if n_ok:
-        lo = M[okm, 0] - bl
-        dl = M[okm, 2] - bl
-        wl = 1.0 - (1.0 - s) ** n_ok
-        h.cal_lat[0] += wl * (float(dl.dot(lo)) / n_ok - h.cal_lat[0])
-        h.cal_lat[1] += wl * (float(dl.dot(dl)) / n_ok - h.cal_lat[1])
-        h.kappa_lat = _slope(h.cal_lat[0], h.cal_lat[1], h.base_n)
-        rl = lo - h.kappa_lat * dl
-        h.base_loglat_var += wl * (float(rl.dot(rl)) / n_ok - h.base_loglat_var)
-        h.lat_sd = math.sqrt(max(h.base_loglat_var, 1e-4))
-        h.base_loglat += wl * float(lo.sum()) / n_ok
+    h.base_valid += wl * float(ey.sum()) / n_ok
+
+
+def _learn_persistence(h: ArmHealth, errs: Any, step: float) -> None:
+    """Fold the pairs (previous outcome an error → this outcome) of the lagged sequence
+    ``errs`` into the arm's error persistence ``P(error | previous error)``."""
+    prev = np.concatenate([[h.lag_last_err], errs[:-1]])
+    pairs = int(prev.sum())
+    if pairs:
+        w = 1.0 - (1.0 - step) ** pairs
+        h.err_persist += w * (float((prev & errs).sum()) / pairs - h.err_persist)
+        h.err_persist = min(h.err_persist, PERSIST_MAX)
+    h.lag_last_err = bool(errs[-1])
 
 
 def _set_m2(h: ArmHealth, m2: Any) -> None:

@@ -94,8 +94,11 @@ class LatencyCheck:
 
 
 class ValidityCheck:
-    """Trip when the validity rate fell: Bernoulli CUSUM for a drop to ``p0 − design_drop``,
-    confirmed by recent validity below ``ratio`` × baseline. A probe window passes when its
+    """Trip when the validity rate of answered requests fell: a Bernoulli CUSUM (its
+    log-likelihood ratios divided by the model's held-out dispersion) for a drop from the
+    calibrated expectation ``p0`` to ``p0 − design_drop``, confirmed by recent validity below
+    ``ratio`` × expected and below it by ``confirm_sd`` standard deviations of the recent
+    estimate. Errors are not answers; the error checks judge them. A probe window passes when its
     validity is at least ``ratio`` × what the baseline expects, less the window's sampling
     noise (2 standard errors).
 
@@ -106,7 +109,11 @@ class ValidityCheck:
     """
 
     def __init__(
-        self, ratio: float = 0.95, design_drop: float = 0.15, threshold: float = 13.0
+        self,
+        ratio: float = 0.95,
+        design_drop: float = 0.20,
+        threshold: float = 10.0,
+        confirm_sd: float = 2.0,
     ) -> None:
         if not 0 < ratio < 1:
             raise ConfigError("guardian.validity.ratio", f"must be in (0, 1), got {ratio!r}")
@@ -116,24 +123,31 @@ class ValidityCheck:
             )
         if not threshold > 0:
             raise ConfigError("guardian.validity.threshold", f"must be > 0, got {threshold!r}")
+        if not confirm_sd >= 0:
+            raise ConfigError("guardian.validity.confirm_sd", f"must be >= 0, got {confirm_sd!r}")
         self.ratio = ratio
         self.design_drop = design_drop
         self.threshold = threshold
+        self.confirm_sd = confirm_sd
 
     def __call__(self, health: ArmHealth, obs: Observation) -> Trip | None:
-        if not health.base_ready:
+        # an error is not an answer: errors are the error checks' business
+        if not health.base_ready or obs.error is not None:
             return None
-        # this request's expected validity, conservatively one standard error low
+        # this request's calibrated expected validity (see the baseline module)
         pb = health.exp_valid
-        p0 = pb - health.val_margin
-        p0 = min(max(p0, 0.02), 0.995)
-        p1 = max(p0 - self.design_drop, 0.005)
-        y = obs.valid and obs.error is None
-        llr = math.log(p1 / p0) if y else math.log((1.0 - p1) / (1.0 - p0))
+        p0 = 0.02 if pb < 0.02 else 0.995 if pb > 0.995 else pb
+        p1 = p0 - self.design_drop
+        if p1 < 0.005:
+            p1 = 0.005
+        llr = math.log(p1 / p0) if obs.valid else math.log((1.0 - p1) / (1.0 - p0))
         # quasi-likelihood: a model whose held-out errors exceed Bernoulli noise weighs less
         health.cusum_valid = max(0.0, health.cusum_valid + llr / health.val_disp)
-        # recent_valid: EWMA of validity residuals (observed − expected)
-        if health.cusum_valid > self.threshold and health.recent_valid < -(1.0 - self.ratio) * pb:
+        # recent_valid: EWMA of validity residuals (observed − expected); it must fall short
+        # by the practical margin and by `confirm_sd` of its own noise
+        limit = (1.0 - self.ratio) * pb
+        noise = self.confirm_sd * math.sqrt(pb * (1.0 - pb) * health.ewma_var)
+        if health.cusum_valid > self.threshold and -health.recent_valid > max(limit, noise):
             return Trip(
                 "validity",
                 {
@@ -162,30 +176,59 @@ class ValidityCheck:
 
 
 class ErrorBurstCheck:
-    """Trip at once on ``consecutive`` errors in a row, or ``rate`` errors over ``window``.
-    A probe window passes when its error rate is below ``rate``.
+    """Trip at once on ``consecutive`` errors in a row, or ``rate`` errors over ``window`` —
+    when that is improbable for *this* arm. A probe window passes when its error rate is below
+    ``rate``.
+
+    Some backends fail in clusters as a matter of course (a provider's brief 5xx bursts). The
+    arm's error *persistence* ``π = P(error | previous error)`` is learned from its healthy,
+    lagged history (see the baseline module), and a run or a window trips only when its
+    probability under that persistence is below ``alpha``: a run of ``c`` errors has
+    probability ``π^(c−1)`` once one error happened, a window of ``k`` errors in ``n`` the
+    binomial tail at ``π``. For an arm whose errors are rare and independent this changes
+    nothing (``π`` ≈ its error rate); for a bursty one, its usual bursts do not trip it, and an
+    outage (every request failing) still does within a few requests more.
 
     Examples
     --------
     >>> ErrorBurstCheck().consecutive
     5
+    >>> from routewise.controller.guardian.base import ArmHealth
+    >>> h = ArmHealth(consecutive_errors=5)
+    >>> ErrorBurstCheck()(h, Observation(False, 100.0, "timeout", 0.0)).reason
+    'error_burst'
+    >>> h.err_persist = 0.2  # this arm's errors cluster: 5 in a row is ordinary for it
+    >>> ErrorBurstCheck()(h, Observation(False, 100.0, "timeout", 0.0)) is None
+    True
     """
 
-    def __init__(self, consecutive: int = 5, window: int = 20, rate: float = 0.5) -> None:
+    def __init__(
+        self, consecutive: int = 5, window: int = 20, rate: float = 0.5, alpha: float = 1e-4
+    ) -> None:
         if consecutive < 1 or window < 1 or not 0 < rate <= 1:
             raise ConfigError("guardian.errors", "consecutive, window >= 1 and rate in (0, 1]")
+        if not 0 < alpha < 1:
+            raise ConfigError("guardian.errors.alpha", f"must be in (0, 1), got {alpha!r}")
         self.consecutive = consecutive
         self.window = window
         self.rate = rate
+        self.alpha = alpha
 
     def __call__(self, health: ArmHealth, obs: Observation) -> Trip | None:
-        if health.consecutive_errors >= self.consecutive:
-            return Trip("error_burst", {"consecutive_errors": health.consecutive_errors})
+        run = health.consecutive_errors
+        pi = health.err_persist
+        if run >= self.consecutive and pi ** (run - 1) < self.alpha:
+            evidence = {"consecutive_errors": run, "error_persistence": round(pi, 4)}
+            return Trip("error_burst", evidence)
         if health.recent_err_n < self.rate * min(self.window, 64):
             return None  # too few errors among the last 64 outcomes for any window to trip
         w = health.recent_errors[-self.window :]
-        if len(w) >= self.window and sum(w) / len(w) >= self.rate:
-            return Trip("error_rate", {"error_rate": round(sum(w) / len(w), 4), "window": len(w)})
+        k, n = sum(w), len(w)
+        if n >= self.window and k / n >= self.rate and _binomial_tail(k, n, pi) < self.alpha:
+            return Trip(
+                "error_rate",
+                {"error_rate": round(k / n, 4), "window": n, "error_persistence": round(pi, 4)},
+            )
         return None
 
     def probe_verdict(self, window: ProbeWindow) -> Trip | None:
@@ -195,6 +238,15 @@ class ErrorBurstCheck:
             "error_rate",
             {"error_rate": round(window.error_rate, 4), "error_rate_limit": self.rate},
         )
+
+
+def _binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X ≥ k) for X ~ Binomial(n, p) (n ≤ 64 here: a direct sum is exact and cheap)."""
+    if p <= 0.0:
+        return 0.0 if k > 0 else 1.0
+    if p >= 1.0:
+        return 1.0
+    return sum(math.comb(n, j) * p**j * (1.0 - p) ** (n - j) for j in range(k, n + 1))
 
 
 def default_checks() -> list[Check]:

@@ -129,7 +129,7 @@ class Guardian:
         health = self._health
         for a in arms:
             if a not in health:  # (setdefault would build a throwaway ArmHealth every call)
-                health[a] = ArmHealth()
+                health[a] = ArmHealth(ewma_var=self.fast_alpha / (2.0 - self.fast_alpha))
 
     def _h(self, arm: str) -> ArmHealth:
         h = self._health.get(arm)
