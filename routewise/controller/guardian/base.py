@@ -85,6 +85,7 @@ class ArmHealth:
     exp_loglat: float = 0.0
     exp_valid: float = 0.0
     lat_margin: float = 0.0
+    val_margin: float = 0.0
     fit_n: float = 0.0  # observations behind the warm-up fit
     # (features, log-latency | None, valid, raw log-latency and validity predictions); tuples
     # of numbers and an array, which the garbage collector stops tracking, so a long lag does

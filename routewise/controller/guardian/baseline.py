@@ -128,6 +128,11 @@ def expect(h: ArmHealth, xs: Any, ll: float, y: float, is_err: bool, fast_alpha:
     ev = 0.01 if ev < 0.01 else 0.999 if ev > 0.999 else ev
     h.exp_valid = ev
     h.lat_margin = h.lat_sd * sq
+    # the validity expectation's margin: the standard error of the warm-up's pooled rate,
+    # fading as the baseline learns beyond it (a young baseline is not trusted to the
+    # decimal; the per-request part is calibrated instead)
+    pq = ev * (1.0 - ev)
+    h.val_margin = math.sqrt((pq if pq > 1e-4 else 1e-4) / n) * h.fit_n / n
     if not is_err:  # an error is neither a latency nor an answer
         a = fast_alpha
         h.recent_loglat += a * ((ll - el) - h.recent_loglat)

@@ -136,7 +136,8 @@ class ValidityCheck:
             return None
         # this request's calibrated expected validity (see the baseline module)
         pb = health.exp_valid
-        p0 = 0.02 if pb < 0.02 else 0.995 if pb > 0.995 else pb
+        p0 = pb - health.val_margin  # one standard error low
+        p0 = 0.02 if p0 < 0.02 else 0.995 if p0 > 0.995 else p0
         p1 = p0 - self.design_drop
         if p1 < 0.005:
             p1 = 0.005
