@@ -34,7 +34,7 @@ policies (per 100k decisions; ``cap_reached`` trips apart), detection delay of a
 jump and a 20-point validity drop of the preferred arm, and regret over the ``--after`` rounds
 after the preferred arm degrades (at ``--change-at``) with vs without the Guardian. One table,
 one row per family (``_families_study.py`` documents the measurements). Runs over
-``--workers`` processes; the full run is about 5M decisions (~15 min on 2 free cores).
+``--workers`` processes; the full run is 5.3M decisions (~23 CPU-minutes: ~12 min on 2 free cores).
 
 ``--recovery`` — the shipped ``degradation`` scenario (degradation at 40 %, recovery at 75 % of
 a 50k-round run): each policy's share on the recovered backend over the last 5k rounds
