@@ -409,9 +409,10 @@ def test_cap_reached_reports_each_error_burst_once() -> None:
 
 
 # ------------------------------------------------------------------ probe verdicts
-def latency_tolerant_guardian(ratio: float) -> rw.Guardian:
+def latency_tolerant_guardian(ratio: float, **kw: object) -> rw.Guardian:
     """An arm guarded by ``LatencyCheck(ratio=ratio)``, the other checks default."""
-    return guardian(checks=[ErrorBurstCheck(), LatencyCheck(ratio=ratio), ValidityCheck()])
+    checks = [ErrorBurstCheck(), LatencyCheck(ratio=ratio), ValidityCheck()]
+    return guardian(checks=checks, **kw)
 
 
 def degrade_then_probe(
@@ -452,8 +453,9 @@ def test_probe_window_judged_with_configured_latency_ratio() -> None:
 
 
 def test_probe_window_still_degraded_under_configured_ratio_stays_out() -> None:
-    """The same arm probing at 2.5× never comes back; every probe window fails (backoff)."""
-    g = latency_tolerant_guardian(2.0)
+    """The same arm probing at 2.5× never comes back; every probe window fails (backoff,
+    doubling up to the configured cap; the default cap is 300 s, see below)."""
+    g = latency_tolerant_guardian(2.0, max_cooldown_s=3600.0)
     _, events = degrade_then_probe(g, probe_latency=250.0, cycles=5)
     assert all(e.to_state != "healthy" for e in events)
     failed = [e for e in events if e.from_state == "probing"]
@@ -461,6 +463,17 @@ def test_probe_window_still_degraded_under_configured_ratio_stays_out() -> None:
     assert all(e.to_state == "quarantined" and "latency" in e.reason for e in failed)
     assert [e.evidence["cooldown_s"] for e in failed] == [120.0, 240.0, 480.0, 960.0, 1920.0]
     assert g.state(IDS[0]) == "quarantined"
+
+
+def test_backoff_is_capped_at_300_s_by_default() -> None:
+    """An arm that recovered during a long incident is probed again within 300 s (Envoy's
+    default cap of outlier ejections), unless a longer cooldown or cap is configured."""
+    g = latency_tolerant_guardian(2.0)
+    _, events = degrade_then_probe(g, probe_latency=250.0, cycles=5)
+    failed = [e for e in events if e.from_state == "probing"]
+    assert [e.evidence["cooldown_s"] for e in failed] == [120.0, 240.0, 300.0, 300.0, 300.0]
+    assert rw.Guardian(cooldown_s=900.0).max_cooldown_s == 900.0
+    assert rw.Guardian().max_cooldown_s == 300.0
 
 
 def test_probe_window_default_latency_ratio_unchanged() -> None:

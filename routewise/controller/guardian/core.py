@@ -19,6 +19,9 @@ from routewise.types import GuardianEvent
 __all__ = ["Guardian"]
 
 _BIAS = np.ones(1)
+#: the default cap of the backed-off cooldown (Envoy's outlier detection caps its ejections at
+#: 300 s by default): an arm that recovered waits at most this long for its next probe
+MAX_COOLDOWN_S = 300.0
 
 
 class Guardian:
@@ -35,7 +38,8 @@ class Guardian:
         bursts can trip).
     cooldown_s
         Quarantine duration before probing; doubles with every repeated trip (backoff), up to
-        ``max_cooldown_s``.
+        ``max_cooldown_s`` (default: :data:`MAX_COOLDOWN_S`, 300 s, or ``cooldown_s`` if
+        longer), so an arm that recovered during a long incident is probed again soon.
     probe_share
         Share of decisions that go to probing arms.
     probe_n
@@ -79,7 +83,7 @@ class Guardian:
         *,
         min_samples: int = 50,
         cooldown_s: float = 120.0,
-        max_cooldown_s: float = 3600.0,
+        max_cooldown_s: float | None = None,
         probe_share: float = 0.05,
         probe_n: int = 20,
         max_out_share: float = 0.5,
@@ -91,6 +95,8 @@ class Guardian:
     ) -> None:
         if min_samples < 2:
             raise ConfigError("guardian.min_samples", f"must be >= 2, got {min_samples!r}")
+        if max_cooldown_s is None:
+            max_cooldown_s = max(MAX_COOLDOWN_S, cooldown_s)
         if not cooldown_s > 0 or not max_cooldown_s >= cooldown_s:
             raise ConfigError("guardian.cooldown_s", "must be > 0 and <= max_cooldown_s")
         if not 0 < probe_share < 1:
