@@ -77,6 +77,7 @@ class ArmHealth:
     kappa_val: float = 1.0
     val_sq: float = 0.0
     val_pq: float = 0.0
+    val_ceiling: float = 0.999  # the highest validity a request may be expected to have
     val_disp: float = 1.0  # their ratio, in [1, 4]: the validity model's held-out dispersion
     # the observation being checked: the models' raw predictions, the calibrated
     # expectations and their standard-error margins
@@ -108,6 +109,12 @@ class ArmHealth:
     # P(error | previous error), learned from the lagged healthy history (error persistence)
     err_persist: float = 0.0
     lag_last_err: bool = False  # whether the last lagged outcome learned from was an error
+    # its decayed counts: errors and outcomes learned from, pairs after an error, and of those
+    # pairs the ones that were errors again
+    err_n: float = 0.0
+    obs_n: float = 0.0
+    pairs_n: float = 0.0
+    persist_n: float = 0.0
     # quarantine / probing bookkeeping
     until: float = 0.0
     trips: int = 0

@@ -26,7 +26,8 @@ a *calibrated* one, built from out-of-sample evidence only:
    E[p(1 − p)]`` (≥ 1 when the model's errors exceed Bernoulli noise; the validity CUSUM's
    log-likelihood ratios are divided by it, a quasi-likelihood CUSUM).
 2. *Shrinkage by support.* A request unlike those the models learned from gets a
-   prediction that leans on the arm's pooled mean. With the diagonal leverage
+   prediction that leans on the arm's pooled mean where it is optimistic (more valid or
+   faster than the arm's average; a pessimistic prediction is kept). With the diagonal leverage
    ``ℓ = Σ x_j² / E[x_j²]`` (over the arm's recent traffic its mean is ``d_eff``, the number
    of features seen), the weight of the per-request model is
    ``1 / (1 + SUPPORT_K · max(ℓ − d_eff, 0) / n)``: ``1/count`` for a one-hot feature seen
@@ -34,8 +35,9 @@ a *calibrated* one, built from out-of-sample evidence only:
    ``SUPPORT_K`` times counts half, a typical one fully, a never-seen one hardly at all.
    ``ℓ / n`` also gives the prediction's standard-error margin.
 3. *Bounded evidence.* The expected failure rate of a request is at least
-   ``1/FAILURE_FLOOR_RATIO`` of the arm's pooled failure rate: however confident the model,
-   one failure weighs a bounded amount.
+   ``1/FAILURE_FLOOR_RATIO`` of the upper Wilson bound (z = 2) of the arm's pooled failure
+   rate: however confident the model (or young the baseline), one failure weighs a bounded
+   amount.
 
 A real change moves every request of the arm at once, so it still trips fast; a model that is
 wrong where it has no support does not. ``benchmarks/guardian.py --families`` measures both.
@@ -118,21 +120,25 @@ def expect(h: ArmHealth, xs: Any, ll: float, y: float, is_err: bool, fast_alpha:
     trust = 1.0 / (1.0 + SUPPORT_K * excess / n) if excess > 0.0 else 1.0
     sq = math.sqrt(lev / n)  # the prediction's standard error, in units of the noise's
     bl, bv = h.base_loglat, h.base_valid
-    el = h.exp_loglat = bl + h.kappa_lat * trust * (raw_l - bl)
+    # an unsupported prediction is pulled toward the pooled mean only where it is optimistic
+    # (faster, more valid than the arm's average): the model's pessimism is kept, so the
+    # shrinkage never makes an outcome look worse than the model itself would
+    dl = raw_l - bl
+    el = h.exp_loglat = bl + h.kappa_lat * (trust * dl if dl < 0.0 else dl)
     # (a linear probability beyond [0, 1] is an extrapolation: it counts as certainty, no more)
     rv = 0.0 if raw_v < 0.0 else 1.0 if raw_v > 1.0 else raw_v
-    ev = bv + h.kappa_val * trust * (rv - bv)
-    ceiling = 1.0 - (1.0 - bv) / FAILURE_FLOOR_RATIO
-    if ev > ceiling:
-        ev = ceiling
+    dv = rv - bv
+    ev = bv + h.kappa_val * (trust * dv if dv > 0.0 else dv)
+    if ev > h.val_ceiling:
+        ev = h.val_ceiling
     ev = 0.01 if ev < 0.01 else 0.999 if ev > 0.999 else ev
     h.exp_valid = ev
     h.lat_margin = h.lat_sd * sq
-    # the validity expectation's margin: the standard error of the warm-up's pooled rate,
-    # fading as the baseline learns beyond it (a young baseline is not trusted to the
-    # decimal; the per-request part is calibrated instead)
+    # the validity expectation's margin: the prediction's standard error, fading as the
+    # baseline learns beyond its warm-up (a young baseline is not trusted to the decimal;
+    # a mature one's misfit is what the calibration accounts for)
     pq = ev * (1.0 - ev)
-    h.val_margin = math.sqrt((pq if pq > 1e-4 else 1e-4) / n) * h.fit_n / n
+    h.val_margin = math.sqrt(pq if pq > 1e-4 else 1e-4) * sq * h.fit_n / n
     if not is_err:  # an error is neither a latency nor an answer
         a = fast_alpha
         h.recent_loglat += a * ((ll - el) - h.recent_loglat)
@@ -205,15 +211,11 @@ def fit(h: ArmHealth) -> None:
     h.val_sq = float(((yl - cv) ** 2).mean())
     h.val_pq = float((cv * (1.0 - cv)).mean())
     h.val_disp = dispersion(h)
-    # the warm-up's ratio, with a prior of PERSIST_PRIOR pairs at the arm's error rate
-    errs = ~ok
-    prev = np.concatenate([[False], errs[:-1]])
-    rate = float(errs.mean())
-    h.err_persist = min(
-        (float((prev & errs).sum()) + PERSIST_PRIOR * rate) / (float(prev.sum()) + PERSIST_PRIOR),
-        PERSIST_MAX,
-    )
-    h.lag_last_err = bool(errs[-1])
+    _set_ceiling(h)
+    # the warm-up's error persistence (counts start from the warm-up's sequence)
+    h.err_n = h.obs_n = h.pairs_n = h.persist_n = 0.0
+    h.lag_last_err = False
+    _learn_persistence(h, ~ok, 0.0)
     h.base_ready = True
     h.recent_loglat = 0.0
     h.recent_valid = 0.0
@@ -286,18 +288,26 @@ def _learn_batch(h: ArmHealth, k: int, slow_alpha: float) -> None:
     h.val_pq += wl * (float(cv.dot(1.0 - cv)) / n_ok - h.val_pq)
     h.val_disp = dispersion(h)
     h.base_valid += wl * float(ey.sum()) / n_ok
+    _set_ceiling(h)
 
 
 def _learn_persistence(h: ArmHealth, errs: Any, step: float) -> None:
     """Fold the pairs (previous outcome an error → this outcome) of the lagged sequence
-    ``errs`` into the arm's error persistence ``P(error | previous error)``."""
+    ``errs`` into the arm's error persistence ``P(error | previous error)``: decayed counts
+    (a memory of about ``1/step`` such pairs, which are rare) with a prior of
+    :data:`PERSIST_PRIOR` pairs at the arm's error rate."""
     prev = np.concatenate([[h.lag_last_err], errs[:-1]])
     pairs = int(prev.sum())
-    if pairs:
-        w = 1.0 - (1.0 - step) ** pairs
-        h.err_persist += w * (float((prev & errs).sum()) / pairs - h.err_persist)
-        h.err_persist = min(h.err_persist, PERSIST_MAX)
     h.lag_last_err = bool(errs[-1])
+    h.err_n = h.err_n * (1.0 - step) ** len(errs) + float(errs.sum())
+    h.obs_n = h.obs_n * (1.0 - step) ** len(errs) + float(len(errs))
+    if pairs:
+        keep = (1.0 - step) ** pairs
+        h.pairs_n = h.pairs_n * keep + pairs
+        h.persist_n = h.persist_n * keep + float((prev & errs).sum())
+    rate = h.err_n / h.obs_n if h.obs_n > 0 else 0.0
+    pi = (h.persist_n + PERSIST_PRIOR * rate) / (h.pairs_n + PERSIST_PRIOR)
+    h.err_persist = min(pi, PERSIST_MAX)
 
 
 def _set_m2(h: ArmHealth, m2: Any) -> None:
@@ -306,6 +316,16 @@ def _set_m2(h: ArmHealth, m2: Any) -> None:
     h.d_eff = float((m2 > _M2_UNSEEN).sum())
     h.m2 = np.maximum(m2, _M2_UNSEEN)
     h.inv_m2 = 1.0 / h.m2
+
+
+def _set_ceiling(h: ArmHealth) -> None:
+    """The highest validity any request may be expected to have: a failure rate at least
+    1/FAILURE_FLOOR_RATIO of the upper Wilson bound (z = 2) of the arm's pooled failure rate
+    (so a young baseline that has seen no failure yet does not expect none)."""
+    n, f = h.base_n, 1.0 - h.base_valid
+    z2 = 4.0
+    upper = (f + z2 / (2 * n) + 2.0 * math.sqrt(f * (1 - f) / n + z2 / (4 * n * n))) / (1 + z2 / n)
+    h.val_ceiling = 1.0 - upper / FAILURE_FLOOR_RATIO
 
 
 def dispersion(h: ArmHealth) -> float:

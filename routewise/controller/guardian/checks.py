@@ -28,7 +28,7 @@ from routewise.errors import ConfigError
 __all__ = ["ErrorBurstCheck", "LatencyCheck", "ValidityCheck", "default_checks"]
 
 
-_STEP_MAX = 5.0  # the most one observation may add to the latency CUSUM (threshold 24)
+_STEP_MAX = 5.0  # the most one observation may add to the latency CUSUM (threshold 30)
 
 
 class LatencyCheck:
@@ -43,7 +43,7 @@ class LatencyCheck:
     """
 
     def __init__(
-        self, ratio: float = 1.2, design_ratio: float = 1.5, threshold: float = 24.0
+        self, ratio: float = 1.2, design_ratio: float = 1.5, threshold: float = 30.0
     ) -> None:
         if not ratio > 1.0 or not design_ratio > 1.0:
             raise ConfigError("guardian.latency", "ratio and design_ratio must be > 1")
