@@ -18,6 +18,9 @@ store:
   the chosen arm) over the next rounds, with and without the Guardian, same seeds and the same
   requests (common random numbers). Expected rewards are exact (closed form per request, see
   :mod:`_families`), except that in ``error_bursts`` the error term is the arm's long-run rate.
+  The same seeds' rounds *without* a degradation (Guardian off) give the policy's own
+  exploration regret, which no Guardian can remove; the *excess ratio* is (with − no change) /
+  (without − no change), the share of the degradation's cost the Guardian leaves.
 
 The warm-ups of the detection and regret runs are stationary too: their quarantines are
 reported as well (``pre-change``), in addition to the dedicated stationary runs.
@@ -80,6 +83,7 @@ class Plan:
         for fam in self.families:
             for s in range(self.seeds):
                 out += [("regret", fam, s, g, self.warmup, self.after) for g in (True, False)]
+                out.append(("baseline", fam, s, self.warmup, self.after))
                 out += [("stationary", fam, s, p, self.rounds) for p in self.policies]
                 out += [
                     ("detect", fam, s, kind, self.warmup, self.detect_horizon)
@@ -94,6 +98,8 @@ def weight(task: tuple[Any, ...]) -> int:
         return int(task[4])
     if task[0] == "regret":
         return int(task[4] + task[5])
+    if task[0] == "baseline":
+        return int(task[3] + task[4])
     return int(task[4] + 400)
 
 
@@ -250,6 +256,16 @@ def regret(name: str, seed: int, guardian: bool, warmup: int, after: int) -> dic
     }
 
 
+def baseline(name: str, seed: int, warmup: int, after: int) -> dict[str, Any]:
+    """The regret run's rounds on the same seed without a degradation (Guardian off): the
+    policy's own exploration cost, which no Guardian can remove."""
+    ses = Session(family(name, seed), "default", seed, False)
+    ses.play(warmup)
+    r = ses.play(after)
+    ses.close()
+    return {"regret": r}
+
+
 def run_task(task: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, Any], float]:
     """Run one task tuple (in a worker); returns it with its result and wall time."""
     t0 = time.perf_counter()
@@ -258,6 +274,7 @@ def run_task(task: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, Any], fl
         "stationary": stationary,
         "detect": detect,
         "regret": regret,
+        "baseline": baseline,
     }[kind]
     res = fn(name, seed, *rest)
     res["arms"] = len(family(name, seed).arms)
@@ -346,6 +363,9 @@ def summarize(
         off = [r for t, r in sorted(rows, key=lambda x: x[0][2]) if t[0] == "regret" and not t[3]]
         mean_on = float(np.mean([r["regret"] for r in on])) if on else math.nan
         mean_off = float(np.mean([r["regret"] for r in off])) if off else math.nan
+        base = [r["regret"] for t, r in rows if t[0] == "baseline"]
+        mean_base = float(np.mean(base)) if base else math.nan
+        excess_off = mean_off - mean_base
         pre_runs = [r for t, r in rows if t[0] == "detect" or (t[0] == "regret" and t[3])]
         per[name] = {
             "arms": sorted({r["arms"] for _, r in rows}),
@@ -369,6 +389,9 @@ def summarize(
                 "mean_with": mean_on,
                 "mean_without": mean_off,
                 "ratio_of_means": mean_on / mean_off if mean_off > 0 else math.nan,
+                "no_change": base,
+                "mean_no_change": mean_base,
+                "excess_ratio": (mean_on - mean_base) / excess_off if excess_off > 0 else math.nan,
                 "degraded_arm_quarantined": sum(r["tripped"] for r in on),
                 "seeds": len(on),
             },
@@ -409,8 +432,9 @@ def families_table(per: dict[str, Any], plan: Plan) -> Table:
         "pre-change q / decisions",
         "latency×2 delay med / p90",
         "validity −20pt delay med / p90",
-        "regret with / without",
+        "regret with / without / no change",
         "ratio",
+        "excess ratio",
     )
     for h in heads:
         table.add_column(h, justify="left" if h == "family" else "right")
@@ -428,8 +452,9 @@ def families_table(per: dict[str, Any], plan: Plan) -> Table:
             f"{pre['quarantines']} / {pre['decisions']:,}",
             _delay_cell(det["latency_x2"]),
             _delay_cell(det["validity_-20pt"]),
-            f"{rg['mean_with']:.1f} / {rg['mean_without']:.1f}",
+            f"{rg['mean_with']:.1f} / {rg['mean_without']:.1f} / {rg['mean_no_change']:.1f}",
             _mark(rg["ratio_of_means"] <= 0.5, f"{rg['ratio_of_means']:.2f}"),
+            f"{rg['excess_ratio']:.2f}",
         )
     table.add_row(
         "goal",
@@ -444,6 +469,7 @@ def families_table(per: dict[str, Any], plan: Plan) -> Table:
         "≤ 150",
         "",
         "≤ 0.50",
+        "",
         style="dim",
     )
     return table
