@@ -140,3 +140,45 @@ def test_an_arm_that_passes_probing_is_relearned_by_the_policy() -> None:
     events = feed(10, 1000.0, 100.0)
     assert [e.reason for e in events] == ["probe_passed"]
     assert calls == [(ARM, 0.1), (ARM, 0.25)]
+
+
+def test_error_bursts_are_judged_against_the_arms_own_persistence() -> None:
+    """An arm whose errors come in clusters as a matter of course (a 20 % error rate inside
+    bursts, 1 % outside) learns its error persistence and is not quarantined for five errors in
+    a row; an outage (every request failing) still trips it within 15 requests, and an arm with
+    rare independent errors still trips on the fifth."""
+    rng = np.random.default_rng(11)
+    g = rw.Guardian()
+    bursty, calm = ARM, "b:x/direct_emit"
+    g.add_arms([bursty, calm, "c:y/direct_emit", "d:z/direct_emit"])  # room for two out
+    in_burst, t, late_trips = False, 0.0, []
+    for i in range(20_000):
+        t += 1.0
+        in_burst = rng.random() < (0.99 if in_burst else 0.005)
+        err = rng.random() < (0.20 if in_burst else 0.01)
+        lat = 300.0 * float(rng.lognormal(0.0, 0.2))
+        kw = {"valid": True, "latency_ms": lat, "ts": t}
+        trips = g.observe(bursty, error="http_500" if err else None, **kw)
+        trips += g.observe(calm, error="http_500" if rng.random() < 0.01 else None, **kw)
+        for e in trips:  # before the persistence is learned, a first burst may trip: go on
+            g.release(e.arm, ts=t)
+            if i >= 5_000:
+                late_trips.append(e)
+    assert late_trips == []  # once learned, the arm's usual bursts trip nothing
+    assert g.arm_health(bursty).err_persist > 0.1 > g.arm_health(calm).err_persist
+    run = [
+        g.observe(bursty, valid=False, latency_ms=300.0, error="timeout", ts=t + i)
+        for i in range(5)
+    ]
+    assert all(ev == [] for ev in run)  # an ordinary burst for this arm
+    outage = []
+    for i in range(5, 40):
+        outage += g.observe(bursty, valid=False, latency_ms=300.0, error="timeout", ts=t + i)
+        if outage:
+            break
+    assert outage and outage[0].reason in ("error_burst", "error_rate") and i < 5 + 15
+    calm_run = []
+    for i in range(5):
+        calm_run += g.observe(calm, valid=False, latency_ms=300.0, error="timeout", ts=t + i)
+    assert [e.reason for e in calm_run] == ["error_burst"]
+    assert calm_run[0].evidence["consecutive_errors"] == 5
