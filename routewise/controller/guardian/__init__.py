@@ -35,11 +35,13 @@ policy that sends an arm more of the slow or hard requests is not a degradation.
 
 The expectations the checks use are *calibrated* on held-out evidence, because a linear
 model of a nonlinear world can be confident and wrong: the model's predictions are pulled
-toward the arm's pooled mean by their held-out calibration slope and, for a kind of request
-the arm has little support for, by that lack of support; the latency check standardizes
-with the held-out residual variance (misfit included); the validity check's evidence is
-divided by the model's held-out dispersion; and no request may be expected to fail less
-than a quarter as often as the arm does on average. The thresholds are set for fewer than
+toward the arm's pooled mean by their held-out calibration slope and, where they are
+optimistic about a kind of request the arm has little support for, by that lack of support;
+the latency check standardizes with the held-out residual variance (misfit included); the
+validity check's evidence is divided by the model's held-out dispersion; no request may be
+expected to fail less than half as often as the upper Wilson bound of the arm's pooled
+failure rate; and errors are judged by the error checks against the arm's own learned
+error persistence, not as invalid answers. The thresholds are set for fewer than
 one false quarantine per 100,000 decisions; ``benchmarks/guardian.py --families`` measures
 that, and the detection delay, on environment families the Guardian was not tuned on.
 All state is plain JSON (snapshots, exact restore), which is why the detectors are written
