@@ -10,13 +10,8 @@ Every receiver is a real HTTP server on 127.0.0.1 (``http.server`` in a thread).
 from __future__ import annotations
 
 import json
-import os
-import queue
 import re
-import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +26,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
+from test_server_subprocess import Daemon
 
 import routewise as rw
 from routewise.config import load_settings
@@ -504,61 +500,7 @@ def test_the_secret_and_the_url_never_reach_the_logs(receiver: Receiver) -> None
 
 
 # ------------------------------------------------ 4. the sidecar: config → delivery → /metrics
-EXE = shutil.which("routewise")
 TOKEN = "webhook-sidecar-token-5a0b"
-
-
-class Sidecar:
-    """``routewise serve --port 0`` with a config file; its log lines are collected."""
-
-    def __init__(self, cwd: Path, config: Path) -> None:
-        cmd = [EXE] if EXE else [sys.executable, "-m", "routewise.cli"]
-        cmd += ["serve", "--config", str(config), "--port", "0", "--log-json"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEWISE_")}
-        self.proc = subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        self.lines: list[str] = []
-        self._q: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.url = self._wait_listening()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            line = raw.decode(errors="replace").rstrip("\n")
-            self.lines.append(line)
-            self._q.put(line)
-        self._q.put(None)
-
-    def _wait_listening(self) -> str:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                line = self._q.get(timeout=1)
-            except queue.Empty:
-                continue
-            if line is None:
-                break
-            if '"serve.listening"' in line:
-                url: str = json.loads(line)["url"]
-                return url
-        self.stop()
-        raise AssertionError("routewise serve did not start:\n" + "\n".join(self.lines))
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=60)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            self._reader.join(timeout=10)
-            assert self.proc.stdout is not None
-            self.proc.stdout.close()
 
 
 @dataclass
@@ -580,7 +522,7 @@ def sidecar_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarRun
         f'arms = {json.dumps(IDS)}\ndb = "{tmp / "s.db"}"\ntoken = "{TOKEN}"\nseed = 0\n'
         f'[[webhooks]]\nname = "ops"\nurl = "{rx.url}"\nsecret = "{SECRET}"\nbackoff_s = 0.05\n'
     )
-    daemon = Sidecar(tmp, cfg)
+    daemon = Daemon(tmp, "--config", str(cfg))  # the suite's `routewise serve` harness
     try:
         auth = {"authorization": f"Bearer {TOKEN}"}
         with httpx.Client(base_url=daemon.url, headers=auth, timeout=30) as client:
@@ -600,10 +542,10 @@ def sidecar_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SidecarRun
                     break
                 assert time.monotonic() < deadline, metrics
                 time.sleep(0.02)
-        code = daemon.stop()
+        code = daemon.stop(signal.SIGTERM)
         yield SidecarRun(metrics, bodies, daemon.lines, code)
     finally:
-        daemon.stop()
+        daemon.stop(signal.SIGTERM)
         rx.close()
 
 

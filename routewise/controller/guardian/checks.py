@@ -143,12 +143,15 @@ class ValidityCheck:
             p1 = 0.005
         llr = math.log(p1 / p0) if obs.valid else math.log((1.0 - p1) / (1.0 - p0))
         # quasi-likelihood: a model whose held-out errors exceed Bernoulli noise weighs less
-        health.cusum_valid = max(0.0, health.cusum_valid + llr / health.val_disp)
+        cusum = health.cusum_valid + llr / health.val_disp
+        health.cusum_valid = cusum = cusum if cusum > 0.0 else 0.0
+        if cusum <= self.threshold:
+            return None
         # recent_valid: EWMA of validity residuals (observed − expected); it must fall short
         # by the practical margin and by `confirm_sd` of its own noise
         limit = (1.0 - self.ratio) * pb
         noise = self.confirm_sd * math.sqrt(pb * (1.0 - pb) * health.ewma_var)
-        if health.cusum_valid > self.threshold and -health.recent_valid > max(limit, noise):
+        if -health.recent_valid > max(limit, noise):
             return Trip(
                 "validity",
                 {
